@@ -1,0 +1,205 @@
+"""The user-facing model classes, shaped like transformers' so only the import changes.
+
+`Speech2TextForConditionalGeneration.from_pretrained(path)` takes a transformers directory, one of
+ours (config.json + Orbax `params/`), or a fairseq `.pt`. The object holds `config`, `params` (a
+plain pytree) and the Flax `module`; calls are jitted once per input shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s2t_jax import checkpointing, convert
+from s2t_jax.config import Speech2TextConfig
+from s2t_jax.layers import DTYPES
+from s2t_jax.model import Speech2Text
+
+PARAMS_DIR = "params"
+# Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
+SIDE_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "generation_config.json",
+    "added_tokens.json",
+)
+
+
+def abstract_params(config: Speech2TextConfig, with_lm_head: bool = True):
+    """Params shapes and dtypes without allocating them (jax.eval_shape of init)."""
+    return jax.eval_shape(functools.partial(init_params, config, with_lm_head=with_lm_head),
+                          jax.random.key(0))
+
+
+def init_params(config: Speech2TextConfig, rng, with_lm_head: bool = True):
+    """Fresh params. Inits on a 2-frame dummy input: shapes do not depend on lengths."""
+    module = Speech2Text(config, with_lm_head=with_lm_head)
+    feats = jnp.zeros((1, 8, config.input_feat_per_channel * config.input_channels))
+    ids = jnp.zeros((1, 2), jnp.int32)
+    params = module.init(rng, feats, None, ids)["params"]
+    embed = params["decoder"]["embed_tokens"]["embedding"]
+    # The pad row of the token embedding is zero, as nn.Embedding(padding_idx=...) makes it.
+    params["decoder"]["embed_tokens"]["embedding"] = embed.at[config.pad_token_id].set(0)
+    return params
+
+
+def count_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """Attribute and key access, as transformers' outputs allow."""
+
+    logits: jax.Array | None = None
+    last_hidden_state: jax.Array | None = None
+    encoder_last_hidden_state: jax.Array | None = None
+    encoder_attention_mask: jax.Array | None = None
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+def _weights_kind(path: str) -> str:
+    if os.path.isfile(path):
+        if path.endswith((".pt", ".bin")):
+            return "fairseq"
+        raise ValueError(f"{path}: expected a model directory or a fairseq .pt file")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such model directory or checkpoint")
+    if os.path.isdir(os.path.join(path, PARAMS_DIR)):
+        return "ours"
+    return "transformers"
+
+
+class _PretrainedSpeech2Text:
+    with_lm_head = True
+
+    def __init__(self, config: Speech2TextConfig, params=None, seed: int = 0):
+        self.config = config
+        self.module = Speech2Text(config, with_lm_head=self.with_lm_head)
+        if params is None:
+            params = init_params(config, jax.random.key(seed), self.with_lm_head)
+        param_dtype = DTYPES[config.param_dtype]
+        self.params = jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
+        self.source_dir = None
+
+    # --- loading and saving -----------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, param_dtype=None, **config_overrides):
+        """Loads a transformers dir, one of ours, or a fairseq .pt. `dtype` sets compute."""
+        path = os.fspath(path)
+        for key, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+            if value is not None:
+                config_overrides[key] = jnp.dtype(value).name
+        kind = _weights_kind(path)
+        if kind == "fairseq":
+            config, params = convert.load_fairseq_checkpoint(path)
+            config = config.replace(**config_overrides)
+        else:
+            config = Speech2TextConfig.from_pretrained(path, **config_overrides)
+            if kind == "ours":
+                target = abstract_params(config.replace(param_dtype="float32"), cls.with_lm_head)
+                params = checkpointing.restore_params(os.path.join(path, PARAMS_DIR), target)
+            else:
+                state = convert.load_hf_state_dict(path)
+                if not cls.with_lm_head:
+                    state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
+                    state = {("model." + k if not k.startswith("model.") else k): v
+                             for k, v in state.items()}
+                params = convert.hf_state_dict_to_params(state, config, cls.with_lm_head)
+        model = cls(config, params)
+        model.source_dir = path if os.path.isdir(path) else None
+        return model
+
+    def save_pretrained(self, path, transformers_format: bool = False) -> None:
+        """Ours: config.json + Orbax params/. transformers_format: config.json + safetensors.
+
+        Tokenizer, feature-extractor and generation files of the source dir are copied along.
+        """
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        params = jax.tree.map(lambda x: np.asarray(x, np.float32), self.params)
+        if transformers_format:
+            convert.save_hf_dir(params, self.config, path)
+        else:
+            self.config.save_pretrained(path)
+            checkpointing.save_params(os.path.join(path, PARAMS_DIR), params)
+        if self.source_dir and os.path.abspath(self.source_dir) != os.path.abspath(path):
+            for name in SIDE_FILES:
+                src = os.path.join(self.source_dir, name)
+                if os.path.exists(src):
+                    shutil.copy2(src, os.path.join(path, name))
+
+    # --- jitted entry points --------------------------------------------------------------------
+
+    @functools.cached_property
+    def _jit_forward(self):
+        return jax.jit(self.module.apply)
+
+    @functools.cached_property
+    def _jit_encode(self):
+        return jax.jit(functools.partial(self.module.apply, method=Speech2Text.encode))
+
+    def encode(self, input_features, attention_mask=None, params=None):
+        """-> (encoder hidden [batch, src, d_model], mask [batch, src] bool)."""
+        params = self.params if params is None else params
+        feats = jnp.asarray(input_features, DTYPES[self.config.dtype])
+        mask = None if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
+        return self._jit_encode({"params": params}, feats, mask)
+
+    def __call__(
+        self,
+        input_features,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        params=None,
+    ) -> ModelOutput:
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids is required (shape [batch, target_len])")
+        params = self.params if params is None else params
+        feats = jnp.asarray(input_features, DTYPES[self.config.dtype])
+        mask = None if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
+        dec_mask = (
+            None if decoder_attention_mask is None else jnp.asarray(decoder_attention_mask)
+        )
+        out, enc, enc_mask = self._jit_forward(
+            {"params": params}, feats, mask, jnp.asarray(decoder_input_ids, jnp.int32), dec_mask
+        )
+        if self.with_lm_head:
+            return ModelOutput(logits=out, encoder_last_hidden_state=enc,
+                               encoder_attention_mask=enc_mask)
+        return ModelOutput(last_hidden_state=out, encoder_last_hidden_state=enc,
+                           encoder_attention_mask=enc_mask)
+
+    def num_parameters(self) -> int:
+        return count_params(self.params)
+
+
+class Speech2TextModel(_PretrainedSpeech2Text):
+    """Encoder-decoder without the LM head: returns `last_hidden_state` of the decoder."""
+
+    with_lm_head = False
+
+
+class Speech2TextForConditionalGeneration(_PretrainedSpeech2Text):
+    """Encoder-decoder with the LM head; `generate` runs jitted greedy or beam search."""
+
+    with_lm_head = True
+
+    def generate(self, input_features, attention_mask=None, **kwargs):
+        from s2t_jax.generation import generate
+
+        return generate(self, input_features, attention_mask=attention_mask, **kwargs)
