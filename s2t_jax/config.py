@@ -112,7 +112,9 @@ class Speech2TextConfig:
             )
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                errors.append(f"{name}={getattr(self, name)!r} must be float32, bfloat16 or float16")
+                errors.append(
+                    f"{name}={getattr(self, name)!r} must be float32, bfloat16 or float16"
+                )
         if errors:
             raise ValueError("Invalid Speech2TextConfig: " + "; ".join(errors))
 

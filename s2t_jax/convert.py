@@ -75,7 +75,9 @@ def _expected_shapes(config: Speech2TextConfig, with_lm_head: bool) -> dict:
     from s2t_jax.modeling import abstract_params
 
     tree = abstract_params(config, with_lm_head)
-    return {k: v.shape for k, v in traverse_util.flatten_dict(jax.tree.map(lambda x: x, tree)).items()}
+    return {
+        k: v.shape for k, v in traverse_util.flatten_dict(jax.tree.map(lambda x: x, tree)).items()
+    }
 
 
 def hf_state_dict_to_params(state_dict: dict, config: Speech2TextConfig, with_lm_head=True):
@@ -256,3 +258,18 @@ def load_fairseq_checkpoint(path: str):
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     return config, hf_state_dict_to_params(state, config)
+
+
+def convert_checkpoint(src: str, dst: str, to: str = "s2t_jax") -> None:
+    """Any supported source (transformers dir, ours, fairseq .pt) -> ours or a transformers dir.
+
+    Tokenizer and feature-extractor files next to the source are copied along.
+    """
+    from s2t_jax.modeling import Speech2TextForConditionalGeneration
+
+    if to not in ("s2t_jax", "transformers"):
+        raise ValueError(f"--to must be 's2t_jax' or 'transformers', got {to!r}")
+    model = Speech2TextForConditionalGeneration.from_pretrained(src)
+    if model.source_dir is None and os.path.isfile(src):
+        model.source_dir = os.path.dirname(os.path.abspath(src))
+    model.save_pretrained(dst, transformers_format=(to == "transformers"))

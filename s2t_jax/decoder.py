@@ -10,8 +10,8 @@ beam index with one tree_map:
 import math
 
 import jax.numpy as jnp
-from jax import lax
 from flax import linen as nn
+from jax import lax
 
 from s2t_jax.attention import MultiHeadAttention
 from s2t_jax.layers import FeedForward, dtypes, layer_norm
@@ -33,8 +33,9 @@ class DecoderLayer(nn.Module):
 
     def _cross_and_ffn(self, x, cross_k, cross_v, cross_mask, deterministic):
         h = self.encoder_attn_layer_norm(x)
-        h = self.encoder_attn.attend(self.encoder_attn.query(h), cross_k, cross_v, cross_mask,
-                                     deterministic)
+        h = self.encoder_attn.attend(
+            self.encoder_attn.query(h), cross_k, cross_v, cross_mask, deterministic
+        )
         x = x + self.dropout(h, deterministic=deterministic)
         h = self.ffn(self.final_layer_norm(x), deterministic)
         return x + self.dropout(h, deterministic=deterministic)

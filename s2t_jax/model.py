@@ -78,7 +78,5 @@ class Speech2Text(nn.Module):
         enc, enc_mask = self.encode(input_features, attention_mask, deterministic)
         # As transformers does: without a frame mask there is no cross-attention mask either.
         cross_mask = None if attention_mask is None else enc_mask
-        out = self.decode(
-            decoder_input_ids, enc, cross_mask, decoder_attention_mask, deterministic
-        )
+        out = self.decode(decoder_input_ids, enc, cross_mask, decoder_attention_mask, deterministic)
         return out, enc, enc_mask

@@ -37,8 +37,9 @@ SIDE_FILES = (
 
 def abstract_params(config: Speech2TextConfig, with_lm_head: bool = True):
     """Params shapes and dtypes without allocating them (jax.eval_shape of init)."""
-    return jax.eval_shape(functools.partial(init_params, config, with_lm_head=with_lm_head),
-                          jax.random.key(0))
+    return jax.eval_shape(
+        functools.partial(init_params, config, with_lm_head=with_lm_head), jax.random.key(0)
+    )
 
 
 def init_params(config: Speech2TextConfig, rng, with_lm_head: bool = True):
@@ -116,8 +117,10 @@ class _PretrainedSpeech2Text:
                 state = convert.load_hf_state_dict(path)
                 if not cls.with_lm_head:
                     state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
-                    state = {("model." + k if not k.startswith("model.") else k): v
-                             for k, v in state.items()}
+                    state = {
+                        ("model." + k if not k.startswith("model.") else k): v
+                        for k, v in state.items()
+                    }
                 params = convert.hf_state_dict_to_params(state, config, cls.with_lm_head)
         model = cls(config, params)
         model.source_dir = path if os.path.isdir(path) else None
@@ -172,17 +175,17 @@ class _PretrainedSpeech2Text:
         params = self.params if params is None else params
         feats = jnp.asarray(input_features, DTYPES[self.config.dtype])
         mask = None if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
-        dec_mask = (
-            None if decoder_attention_mask is None else jnp.asarray(decoder_attention_mask)
-        )
+        dec_mask = None if decoder_attention_mask is None else jnp.asarray(decoder_attention_mask)
         out, enc, enc_mask = self._jit_forward(
             {"params": params}, feats, mask, jnp.asarray(decoder_input_ids, jnp.int32), dec_mask
         )
         if self.with_lm_head:
-            return ModelOutput(logits=out, encoder_last_hidden_state=enc,
-                               encoder_attention_mask=enc_mask)
-        return ModelOutput(last_hidden_state=out, encoder_last_hidden_state=enc,
-                           encoder_attention_mask=enc_mask)
+            return ModelOutput(
+                logits=out, encoder_last_hidden_state=enc, encoder_attention_mask=enc_mask
+            )
+        return ModelOutput(
+            last_hidden_state=out, encoder_last_hidden_state=enc, encoder_attention_mask=enc_mask
+        )
 
     def num_parameters(self) -> int:
         return count_params(self.params)

@@ -1,0 +1,85 @@
+"""Speech2TextConfig validation and the released architectures' parameter shapes."""
+
+import pytest
+import torch
+import transformers
+from flax import traverse_util
+
+from s2t_jax import Speech2TextConfig
+from s2t_jax.convert import _ours_to_hf_name
+from s2t_jax.modeling import abstract_params, count_params
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_conv_layers=3, conv_kernel_sizes=(5, 5)), "len(conv_kernel_sizes)=2"),
+        (dict(d_model=250, encoder_attention_heads=4), "divisible by encoder_attention_heads"),
+        (dict(decoder_attention_heads=3), "divisible by decoder_attention_heads"),
+        (dict(activation_function="nope"), "activation_function='nope'"),
+        (dict(pad_token_id=20000), "pad_token_id=20000"),
+        (dict(dropout=1.5), "dropout=1.5"),
+        (dict(dtype="int8"), "dtype='int8'"),
+    ],
+)
+def test_inconsistent_values_are_rejected(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        Speech2TextConfig(**kwargs)
+    assert message in str(err.value)
+
+
+def test_every_transformers_field_is_carried():
+    reference = transformers.Speech2TextConfig().to_dict()
+    ours = Speech2TextConfig().to_dict()
+    for key in (
+        "vocab_size encoder_layers encoder_ffn_dim encoder_attention_heads decoder_layers "
+        "decoder_ffn_dim decoder_attention_heads d_model dropout attention_dropout "
+        "activation_dropout activation_function scale_embedding pad_token_id bos_token_id "
+        "eos_token_id decoder_start_token_id max_source_positions max_target_positions "
+        "num_conv_layers conv_kernel_sizes conv_channels input_feat_per_channel input_channels "
+        "tie_word_embeddings init_std encoder_layerdrop decoder_layerdrop use_cache"
+    ).split():
+        assert key in ours, key
+        assert ours[key] == (
+            list(reference[key]) if isinstance(reference[key], tuple) else reference[key]
+        ), key
+
+
+SMALL = dict(d_model=256, encoder_attention_heads=4, decoder_attention_heads=4)
+MEDIUM = dict(d_model=512, encoder_attention_heads=8, decoder_attention_heads=8)
+LARGE = dict(
+    d_model=1024,
+    encoder_attention_heads=16,
+    decoder_attention_heads=16,
+    encoder_ffn_dim=4096,
+    decoder_ffn_dim=4096,
+)
+RELEASED = {
+    "s2t-small-librispeech-asr": (dict(SMALL), 29.5),
+    "s2t-medium-librispeech-asr": (dict(MEDIUM), 71.2),
+    "s2t-large-librispeech-asr": (dict(LARGE), 267.8),
+    "s2t-small-mustc-en-de-st": (dict(SMALL, vocab_size=8000, tie_word_embeddings=False), 31.1),
+    "s2t-medium-mustc-multilingual-st": (dict(MEDIUM, tie_word_embeddings=False), 76.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_shapes_match_transformers(name):
+    kwargs, millions = RELEASED[name]
+    ours = abstract_params(Speech2TextConfig(**kwargs))
+    assert round(count_params(ours) / 1e6, 1) == millions
+    with torch.device("meta"):
+        ref = transformers.Speech2TextForConditionalGeneration(
+            transformers.Speech2TextConfig(**kwargs)
+        )
+    ref_shapes = {
+        k: tuple(v.shape) for k, v in ref.state_dict().items() if "embed_positions" not in k
+    }
+    if kwargs.get("tie_word_embeddings", True):
+        ref_shapes.pop("lm_head.weight")
+    assert sum(int(torch.Size(s).numel()) for s in ref_shapes.values()) == count_params(ours)
+    for path, leaf in traverse_util.flatten_dict(ours).items():
+        shape = ref_shapes.pop(_ours_to_hf_name(path))
+        expected = shape[::-1] if path[-1] == "kernel" else shape
+        assert tuple(leaf.shape) == expected, path
+    assert not ref_shapes
