@@ -70,14 +70,10 @@ def _to_hf(value: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
 
 
 def _expected_shapes(config: Speech2TextConfig, with_lm_head: bool) -> dict:
-    import jax
-
     from s2t_jax.modeling import abstract_params
 
     tree = abstract_params(config, with_lm_head)
-    return {
-        k: v.shape for k, v in traverse_util.flatten_dict(jax.tree.map(lambda x: x, tree)).items()
-    }
+    return {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}
 
 
 def hf_state_dict_to_params(state_dict: dict, config: Speech2TextConfig, with_lm_head=True):

@@ -121,9 +121,10 @@ def test_bf16_compute_close_to_fp32(pair):
     x, mask, ids = _inputs(fp32)
     a = np.asarray(fp32(x, mask, ids).logits)
     b = np.asarray(bf16(x, mask, ids).logits)
-    # bf16 keeps 8 mantissa bits; through a few layers logits drift by a few 1e-2 of their scale.
+    # bf16 keeps 8 mantissa bits. Measured on these shapes: max |diff| ~0.003 on logits of scale
+    # ~0.4 (under 1% of it); we allow 2%.
     scale = np.abs(a).max()
-    assert np.abs(a - b).max() < 0.05 * scale
+    assert np.abs(a - b).max() < 0.02 * scale
     assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
 
 
