@@ -44,16 +44,16 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarra
     if not path.is_file():
         raise AudioError(f"{path}: not a regular file")
     try:
-        data, file_rate = soundfile.read(path, dtype="float32", always_2d=True)  # [samples, channels]
+        data, file_rate = soundfile.read(
+            path, dtype="float32", always_2d=True
+        )  # [samples, channels]
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioError(f"{path}: unreadable or corrupt audio file ({err})") from err
     waveform = validate_waveform(data, name=str(path), channel_axis=-1)  # [samples]
     return resample(waveform, file_rate, sampling_rate, name=str(path))
 
 
-def validate_waveform(
-    array, name: str = "<array>", channel_axis: int | None = None
-) -> np.ndarray:
+def validate_waveform(array, name: str = "<array>", channel_axis: int | None = None) -> np.ndarray:
     """Check an in-memory waveform the way `load_audio` checks a file; return it as mono float32.
 
     Accepts a 1-D array of samples, or a 2-D array when `channel_axis` says which axis holds the
@@ -98,7 +98,9 @@ def resample(
 ) -> np.ndarray:
     """Resample a mono float32 waveform with soxr (VHQ). A no-op when the rates already match."""
     if orig_rate <= 0 or target_rate <= 0:
-        raise AudioError(f"{name}: sampling rates must be positive, got {orig_rate} -> {target_rate}")
+        raise AudioError(
+            f"{name}: sampling rates must be positive, got {orig_rate} -> {target_rate}"
+        )
     if orig_rate == target_rate:
         return waveform
     out = soxr.resample(waveform, orig_rate, target_rate, quality=RESAMPLE_QUALITY)  # [samples']
