@@ -1,6 +1,81 @@
-"""Batch evaluation (WER / BLEU) of a checkpoint on a manifest: arrives with issue 7."""
+"""Evaluate a checkpoint on a manifest: `python eval.py --checkpoint PATH --manifest TSV`.
 
-import sys
+PATH: one of our model dirs, a transformers dir, a fairseq .pt, or a training workdir (or its
+checkpoints/<step>). The manifest is a fairseq TSV, or a plain list of audio paths (hypotheses
+only). Writes hypotheses.tsv and results.json to --output_dir; rerun with the same
+--output_dir to resume an interrupted run. See docs/evaluation.md.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from s2t_jax import distributed
+from s2t_jax.buckets import DEFAULT_BUCKETS
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config file[:arg]; its data.root/config_yaml is the data config."
+)
+flags.DEFINE_string("checkpoint", None, "Model dir, fairseq .pt, or training workdir.")
+flags.DEFINE_string("manifest", None, "fairseq TSV manifest, or a list of audio paths.")
+flags.DEFINE_string("output_dir", None, "Default: eval/<manifest name> in the current dir.")
+flags.DEFINE_string("data_config", None, "fairseq config.yaml (spm, vocabulary, CMVN).")
+flags.DEFINE_integer("num_beams", None, "Default: the checkpoint's generation settings.")
+flags.DEFINE_integer("max_length", None, "Default: the checkpoint's (start token included).")
+flags.DEFINE_integer("batch_size", 16, "Utterances per step over all devices.")
+flags.DEFINE_list("buckets", [str(b) for b in DEFAULT_BUCKETS], "Padded frame lengths.")
+flags.DEFINE_enum("task", "asr", ["asr", "st"], "Headline metric: WER (asr) or BLEU (st).")
+flags.DEFINE_string("wer_tokenizer", "none", "sacrebleu tokenizer before WER: none, 13a, ...")
+flags.DEFINE_bool("wer_lowercase", False, "Lower-case before WER.")
+flags.DEFINE_bool("wer_remove_punctuation", False, "Drop punctuation tokens before WER.")
+flags.DEFINE_bool("wer_char_level", False, "Character error rate instead of WER.")
+flags.DEFINE_bool("char_bleu", False, "Character-level BLEU (zh, ja).")
+flags.DEFINE_string("tgt_lang", None, "Force this target language (multilingual models).")
+flags.DEFINE_integer("num_devices", 0, "Devices to shard over; 0: all.")
+flags.DEFINE_string("dtype", None, "Compute dtype: float32, bfloat16, float16.")
+flags.DEFINE_bool("overwrite", False, "Discard earlier results in output_dir.")
+flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation cache dir.")
+flags.mark_flags_as_required(["checkpoint", "manifest"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize()
+    from s2t_jax import evaluate
+    from s2t_jax.generation import enable_compilation_cache
+
+    if FLAGS.compilation_cache:
+        enable_compilation_cache(FLAGS.compilation_cache)
+    data_config = FLAGS.data_config
+    if data_config is None and _CONFIG.value is not None:
+        data_config = evaluate.data_config_path(_CONFIG.value)
+    stem = os.path.splitext(os.path.basename(FLAGS.manifest))[0]
+    results = evaluate.evaluate(
+        FLAGS.checkpoint,
+        FLAGS.manifest,
+        FLAGS.output_dir or os.path.join("eval", stem),
+        data_config=data_config,
+        num_beams=FLAGS.num_beams,
+        max_length=FLAGS.max_length,
+        batch_size=FLAGS.batch_size,
+        buckets=[int(b) for b in FLAGS.buckets],
+        task=FLAGS.task,
+        wer_tokenizer=FLAGS.wer_tokenizer,
+        wer_lowercase=FLAGS.wer_lowercase,
+        wer_remove_punctuation=FLAGS.wer_remove_punctuation,
+        wer_char_level=FLAGS.wer_char_level,
+        char_bleu=FLAGS.char_bleu,
+        tgt_lang=FLAGS.tgt_lang,
+        num_devices=FLAGS.num_devices,
+        dtype=FLAGS.dtype,
+        overwrite=FLAGS.overwrite,
+    )
+    if results:  # process 0
+        print(evaluate.summary_line(results))
+
 
 if __name__ == "__main__":
-    sys.exit("eval.py: batch evaluation lands with issue 7 (eval.py and the demo).")
+    app.run(main)
