@@ -1,0 +1,158 @@
+"""What every training config shares: the defaults (fairseq's names), model shapes, arg parsing.
+
+A config file's `get_config(arg)` starts from `base_config()`, sets the model shape and the
+recipe's published hyperparameters, and calls `shrink_for_local_run` when the argument holds
+`runlocal`, so each config can be smoke-tested on a laptop:
+
+    python train.py --config configs/librispeech.py:small,runlocal --workdir /tmp/ls \
+        --config.data.root=/data/librispeech
+"""
+
+import ml_collections
+
+# fairseq's s2t_transformer_{s,m,l}: d_model, heads, ffn, dropout (attention and activation
+# dropout follow dropout in fairseq's base architecture). 12 encoder / 6 decoder layers,
+# conv subsampler 1024 channels, kernels 5,5.
+SHAPES = {
+    "small": dict(d_model=256, heads=4, ffn=2048, dropout=0.1),
+    "medium": dict(d_model=512, heads=8, ffn=2048, dropout=0.15),
+    "large": dict(d_model=1024, heads=16, ffn=4096, dropout=0.2),
+}
+ALIASES = {"s": "small", "m": "medium", "l": "large"}
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """'small,runlocal' or 'lang=de,task=st' -> ConfigDict; bare words are variants or flags.
+
+    A bare word sets the first default that is a string and still unset by the argument
+    (`variant`), or a boolean default of that name to True.
+    """
+    out = dict(defaults)
+    set_variant = False
+    for part in [p.strip() for p in (arg or "").split(",") if p.strip()]:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            if key not in out:
+                raise ValueError(f"unknown config argument {key!r}; known: {sorted(out)}")
+            out[key] = type(out[key])(value) if out[key] is not None else value
+        elif isinstance(out.get(part), bool):
+            out[part] = True
+        elif "variant" in out and not set_variant:
+            out["variant"], set_variant = part, True
+        else:
+            raise ValueError(f"unknown config argument {part!r}")
+    return ml_collections.ConfigDict(out)
+
+
+def model_config(size: str, vocab_size: int, tied: bool, **overrides) -> ml_collections.ConfigDict:
+    """Speech2TextConfig fields of a released s2t_transformer_{s,m,l} shape."""
+    size = ALIASES.get(size, size)
+    shape = SHAPES[size]
+    fields = dict(
+        vocab_size=vocab_size,
+        d_model=shape["d_model"],
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_attention_heads=shape["heads"],
+        decoder_attention_heads=shape["heads"],
+        encoder_ffn_dim=shape["ffn"],
+        decoder_ffn_dim=shape["ffn"],
+        dropout=shape["dropout"],
+        attention_dropout=shape["dropout"],
+        activation_dropout=shape["dropout"],
+        activation_function="relu",
+        num_conv_layers=2,
+        conv_kernel_sizes=(5, 5),
+        conv_channels=1024,
+        input_feat_per_channel=80,
+        input_channels=1,
+        max_source_positions=6000,
+        max_target_positions=1024,
+        scale_embedding=True,
+        tie_word_embeddings=tied,
+        dtype="float32",
+        param_dtype="float32",
+        zero_padded_frames=False,
+    )
+    fields.update(overrides)
+    return ml_collections.ConfigDict(fields)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: fairseq's defaults and key names where fairseq has them."""
+    c = ml_collections.ConfigDict()
+    c.seed = 1
+    c.model = model_config("small", vocab_size=-1, tied=False)
+    c.data = ml_collections.ConfigDict(
+        dict(
+            root="",  # fairseq data root: manifests <subset>.tsv, config.yaml, vocabulary
+            config_yaml="config.yaml",
+            train_subset="train",
+            valid_subset="dev",  # "" disables validation
+            # Padded frame lengths; one compile per bucket. Longer utterances are skipped.
+            buckets=(256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 3600),
+            max_sentences=0,  # cap on utterances per batch (fairseq --batch-size); 0: none
+            num_workers=4,  # Grain worker processes decoding audio / reading features
+            skip_bad_audio=True,  # False: an unreadable file stops training
+        )
+    )
+    c.num_devices = -1  # data-parallel devices; -1: all
+    c.max_tokens = 40000  # padded input frames per batch, over all devices
+    c.update_freq = 8  # gradient accumulation (fairseq simulates 8 GPUs with 1)
+    c.max_update = 300000
+    c.max_epoch = 0  # 0: no limit
+    # Optimiser: Adam + inverse_sqrt.
+    c.lr = 2e-3
+    c.lr_scheduler = "inverse_sqrt"
+    c.warmup_updates = 10000
+    c.warmup_init_lr = -1.0  # fairseq: -1 means 0 with warmup
+    c.adam_betas = (0.9, 0.999)  # fairseq's default; the S2T recipes do not change it
+    c.adam_eps = 1e-8
+    c.weight_decay = 0.0
+    c.clip_norm = 10.0
+    # Criterion.
+    c.label_smoothing = 0.1
+    c.ignore_prefix_size = 0
+    c.ctc_weight = 0.0  # > 0 adds a CTC head on the encoder (outside the model's params)
+    # Init / freezing.
+    c.load_pretrained_encoder_from = ""
+    c.encoder_freezing_updates = 0
+    c.specaugment = ""  # "": as the data config says; "none"; or a policy: lb, ld, sm, ss
+    # Checkpoints, validation, logging.
+    c.save_interval_updates = 1000
+    c.keep_last_checkpoints = 10  # average_checkpoints averages the last 10
+    c.keep_best_checkpoints = 1
+    c.best_checkpoint_metric = "loss"
+    c.maximize_best_checkpoint_metric = False
+    c.validate_interval_updates = 0  # 0: validate at every save, as fairseq
+    c.async_checkpointing = True
+    c.wer = ml_collections.ConfigDict(dict(enabled=True, max_length=200, max_batches=20))
+    c.log_interval = 100
+    c.peak_flops = 0.0  # per-device peak for MFU; 0: from the table (measured on CPU)
+    c.measure_cpu_peak = True
+    c.cpu_unrolled_threefry = True  # faster dropout RNG on CPU (same numbers); see train_state
+    return c
+
+
+def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A run that finishes in a minute on a CPU: 2+1 thin layers, small batches, 20 updates."""
+    c.model.update(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        conv_channels=64,
+    )
+    c.data.buckets = (512, 1024, 1536)
+    c.data.num_workers = 1
+    c.max_tokens = 4096
+    c.update_freq = 1
+    c.max_update = 20
+    c.warmup_updates = 5
+    c.save_interval_updates = 10
+    c.log_interval = 5
+    c.wer.max_batches = 1
+    return c

@@ -1,0 +1,705 @@
+"""`generate`: jitted greedy and beam search with transformers' arguments, defaults and output.
+
+Two layers:
+
+* `make_generate_fn(config, **settings)` is the pure API: it returns one jitted
+  `fn(params, features, attention_mask) -> (ids, scores)` that runs the encoder once, projects
+  cross-attention K/V once, preallocates self-attention K/V for `max_length`, and runs the whole
+  search in a `lax.while_loop` that exits as soon as the batch is done. The training loop and
+  eval.py call it with a params pytree. `ids` is [batch * num_return_sequences, max_length],
+  filled after each sequence's end.
+* `generate(model, features, ...)` resolves the defaults as transformers does (kwargs, then
+  generation_config.json, else config.json, then transformers' global defaults), pads frames up
+  to a bucket so the number of compilations stays bounded, calls the cached jitted function and
+  trims the ids to the longest sequence, which is exactly the shape transformers returns.
+
+Compilations: one per (padded input shape, static settings), where the static settings are
+num_beams, max_length, no_repeat_ngram_size and the special token ids. min_length,
+length_penalty, early_stopping, forced_bos_token_id and num_return_sequences are runtime values
+of the same compiled search. With bucketing, at most len(buckets) x (distinct batch sizes) x
+(distinct static settings). `enable_compilation_cache(dir)` keeps them on disk across processes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import weakref
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from s2t_jax.beam_search import beam_search, early_stopping_code, length_penalty_table
+from s2t_jax.buckets import DEFAULT_BUCKETS, bucket_for, pad_axis
+from s2t_jax.greedy import greedy_search
+from s2t_jax.layers import DTYPES
+from s2t_jax.model import Speech2Text
+
+# Times each search has been traced, by static settings; a second call that only changes the
+# input length within a bucket must not add to it (see tests/decoding/test_compile.py).
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+# transformers' global defaults (GenerationConfig), used when no file sets a value.
+GLOBAL_DEFAULTS = dict(
+    num_beams=1,
+    max_length=20,
+    min_length=0,
+    length_penalty=1.0,
+    early_stopping=False,
+    no_repeat_ngram_size=0,
+    num_return_sequences=1,
+    forced_bos_token_id=None,
+)
+_TOKEN_KEYS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
+_FILE_KEYS = tuple(GLOBAL_DEFAULTS) + _TOKEN_KEYS
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticSettings:
+    """What shapes the compiled search; each distinct value (per input shape) is one compile.
+    Everything else (min_length, length_penalty, early_stopping, forced BOS, how many sequences
+    are returned) is a runtime value of the same compiled function."""
+
+    num_beams: int
+    max_length: int
+    no_repeat_ngram_size: int
+    decoder_start_token_id: int
+    eos_token_id: int | None
+    pad_token_id: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """Every setting of one search, resolved (see resolve_settings)."""
+
+    num_beams: int = 1
+    max_length: int = 21
+    min_length: int = 0
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    no_repeat_ngram_size: int = 0
+    num_return_sequences: int = 1
+    forced_bos_token_id: int | None = None
+    decoder_start_token_id: int = 2
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = 1
+
+    def static(self) -> StaticSettings:
+        pad = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
+        return StaticSettings(
+            num_beams=self.num_beams,
+            max_length=self.max_length,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            decoder_start_token_id=self.decoder_start_token_id,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=pad,
+        )
+
+    def validate(self, vocab_size: int) -> None:
+        errors = []
+        if self.num_beams < 1:
+            errors.append(f"num_beams={self.num_beams} must be >= 1")
+        if self.max_length < 2:
+            errors.append(
+                f"max_length={self.max_length} leaves no room after the decoder start token "
+                "(transformers counts the start token in max_length; use max_new_tokens)"
+            )
+        if not 1 <= self.num_return_sequences <= self.num_beams:
+            errors.append(
+                f"num_return_sequences={self.num_return_sequences} must be in "
+                f"[1, num_beams={self.num_beams}] (greedy search returns one sequence)"
+            )
+        if self.early_stopping not in (True, False, "never"):
+            errors.append(f"early_stopping={self.early_stopping!r} must be True, False or 'never'")
+        if self.min_length < 0 or self.no_repeat_ngram_size < 0:
+            errors.append("min_length and no_repeat_ngram_size must be >= 0")
+        for name in ("forced_bos_token_id", "decoder_start_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < vocab_size:
+                errors.append(f"{name}={value} must be in [0, vocab_size={vocab_size})")
+        if errors:
+            raise ValueError("Invalid generation settings: " + "; ".join(errors))
+
+
+# --- logits processors ------------------------------------------------------------------------
+
+
+def ban_repeated_ngrams(scores, sequences, cur_len, ngram_size: int):
+    """transformers' NoRepeatNGramLogitsProcessor on fixed-shape sequences.
+
+    scores [rows, vocab]; sequences [rows, max_length] with `cur_len` valid tokens (the start
+    token included, as transformers includes it). A token is banned if it would complete an
+    n-gram whose first n-1 tokens equal the last n-1 tokens and that already occurred.
+    """
+    rows, max_length = sequences.shape
+    vocab = scores.shape[-1]
+    n = ngram_size
+    width = max_length - n + 1
+    if width <= 0:
+        return scores
+    windows = jnp.stack([sequences[:, k : k + width] for k in range(n)], axis=-1)  # [r, w, n]
+    start = jnp.maximum(cur_len - (n - 1), 0)
+    prefix = lax.dynamic_slice_in_dim(sequences, start, n - 1, axis=1)  # [rows, n - 1]
+    complete = jnp.arange(width) <= cur_len - n  # [width]: windows inside the valid tokens
+    match = jnp.all(windows[..., :-1] == prefix[:, None, :], axis=-1) & complete  # [rows, w]
+    banned_token = jnp.where(match, windows[..., -1], vocab)  # [rows, width]; vocab = no ban
+    banned = jnp.zeros((rows, vocab + 1), bool)
+    banned = banned.at[jnp.arange(rows)[:, None], banned_token].set(True)[:, :vocab]
+    return jnp.where(banned, -jnp.inf, scores)
+
+
+class SearchOptions(NamedTuple):
+    """The settings that are traced values, not compile-time constants: changing them reuses the
+    compiled search. Built by `search_options`."""
+
+    min_length: jax.Array  # int32 scalar
+    forced_bos_token_id: jax.Array  # int32 scalar, -1 for none
+    length_penalty: jax.Array  # float32 scalar
+    penalty_table: jax.Array  # [max_length + 1] float32: n ** length_penalty, as transformers
+    early_stopping: jax.Array  # int32 scalar: 0 False, 1 True, 2 "never"
+
+
+def search_options(settings: GenerationSettings) -> SearchOptions:
+    s = settings
+    bos = -1 if s.forced_bos_token_id is None else s.forced_bos_token_id
+    return SearchOptions(
+        min_length=np.int32(s.min_length if s.eos_token_id is not None else 0),
+        forced_bos_token_id=np.int32(bos),
+        length_penalty=np.float32(s.length_penalty),
+        penalty_table=np.asarray(length_penalty_table(s.max_length, s.length_penalty)),
+        early_stopping=np.int32(early_stopping_code(s.early_stopping)),
+    )
+
+
+def make_logits_processor(ngram_size: int, eos_token_id: int | None, options: SearchOptions):
+    """transformers' processors for these settings, in its order: NoRepeatNGram, MinLength,
+    ForcedBOS. All are masks, so order only matters when the forced BOS token is also the eos
+    that MinLength bans: ForcedBOS wins, as in transformers. Min length and forced BOS are
+    traced values, so they always run (as no-ops when unset)."""
+
+    def process(scores, sequences, cur_len):
+        ids = jnp.arange(scores.shape[-1])  # [vocab]
+        if ngram_size > 0:
+            scores = ban_repeated_ngrams(scores, sequences, cur_len, ngram_size)
+        if eos_token_id is not None:
+            ban = (cur_len < options.min_length) & (ids == eos_token_id)
+            scores = jnp.where(ban, -jnp.inf, scores)
+        bos = options.forced_bos_token_id
+        forced = jnp.where(ids == bos, 0.0, -jnp.inf).astype(scores.dtype)  # [vocab]
+        return jnp.where((cur_len == 1) & (bos >= 0), forced, scores)
+
+    return process
+
+
+# --- the jitted search ------------------------------------------------------------------------
+
+
+# The searches run their own cached decoder step. It calls the model's own submodules
+# (projections, layer norms, FFN, embeddings, LM head), so the weights and the arithmetic are the
+# model's, but lays the cache out for decoding rather than training:
+#   self_k, self_v: per layer [batch, heads, beams, length, head_dim]. Heads before time, so
+#     attention needs no per-step transpose of the cache (with the model's [batch, length,
+#     heads, head_dim] XLA transposed every cached K/V on every step).
+#   ancestry: [batch, beams, length] int32: for the beam now in slot i, the slot whose K/V hold
+#     its position p. Beam search never moves K/V between slots: when beams are reordered only
+#     this small table is gathered, and attention scores each query against the K/V of all
+#     `beams` slots of its item and keeps, per position, its own ancestor's. That costs
+#     `beams` x the (small) attention FLOPs but reads the cache once, where gathering the cache
+#     by beam index read and wrote all of it every step: the largest cost of a beam step.
+#   cross_k, cross_v: per layer [batch, heads, src_len, head_dim], once per item, not per beam:
+#     all beams of an item attend to the same encoder states.
+#   enc_mask: [batch, src_len] bool.
+# `length` grows by segments (see cache_segments): a step attends over a cache at most about
+# twice as long as what has been generated, not max_length.
+
+
+def _init_search_cache(model: Speech2Text, enc, enc_mask, beams: int, length: int):
+    cfg = model.config
+    heads = cfg.decoder_attention_heads
+    batch = enc.shape[0]
+    shape = (batch, heads, beams, length, cfg.d_model // heads)
+    dtype = DTYPES[cfg.dtype]
+    cross = [layer.cross_key_value(enc) for layer in model.decoder.layers]  # [b, src, h, hd]
+    return {
+        "self_k": tuple(jnp.zeros(shape, dtype) for _ in cross),
+        "self_v": tuple(jnp.zeros(shape, dtype) for _ in cross),
+        "ancestry": jnp.zeros((batch, beams, length), jnp.int32),
+        "cross_k": tuple(k.transpose(0, 2, 1, 3) for k, _ in cross),  # [batch, h, src, hd]
+        "cross_v": tuple(v.transpose(0, 2, 1, 3) for _, v in cross),
+        "enc_mask": enc_mask,
+    }
+
+
+def _softmax(scores, mask, dtype):
+    """Masked softmax in float32, as the model's attention masks."""
+    scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(scores, axis=-1).astype(dtype)
+
+
+def _scores(q, k):
+    """q [b, h, n, hd] . k [b, h, len, hd] -> [b, h, n, len], as one batched matmul."""
+    return lax.dot_general(q, k, (((3,), (3,)), ((0, 1), (0, 1))))
+
+
+def _self_attention(q, k_cache, v_cache, ancestry, index):
+    """Each beam attends to its own history, read through the ancestry table.
+
+    q [b, h, beams, hd]; k_cache, v_cache [b, h, beams, length, hd]; ancestry [b, beams, length].
+    Written as plain batched matmuls (XLA:CPU ran einsum's lowering, v^T first, several times
+    slower on these small per-head matrices).
+    """
+    b, h, beams, length, hd = k_cache.shape
+    valid = (jnp.arange(length) <= index)[None, None, None, :]  # [1, 1, 1, length]
+    flat_k = k_cache.reshape(b, h, beams * length, hd)
+    flat_v = v_cache.reshape(b, h, beams * length, hd)
+    scores = _scores(q, flat_k)  # [b, h, beams (query), beams * length]
+    if beams == 1:
+        weights = _softmax(scores, valid, v_cache.dtype)
+        return jnp.matmul(weights, flat_v)  # [b, h, 1, hd]
+    scores = scores.reshape(b, h, beams, beams, length)  # [b, h, query, slot, length]
+    pick = ancestry[:, None, :, None, :]  # [b, 1, query, 1, length]
+    own = jnp.take_along_axis(scores, jnp.broadcast_to(pick, (b, h, beams, 1, length)), axis=3)
+    weights = _softmax(own[:, :, :, 0], valid, v_cache.dtype)  # [b, h, query, length]
+    slots = jnp.arange(beams)[None, None, None, :, None]  # [1, 1, 1, slot, 1]
+    spread = jnp.where(pick == slots, weights[:, :, :, None, :], 0)  # [b, h, query, slot, len]
+    return jnp.matmul(spread.reshape(b, h, beams, beams * length), flat_v)  # [b, h, query, hd]
+
+
+def _search_step(model: Speech2Text, tokens, index, cache, beams: int, max_length: int):
+    """tokens [batch * beams] at position `index` -> (logits [batch * beams, vocab], cache)."""
+    dec = model.decoder
+    rows, d = tokens.shape[0], model.config.d_model
+    batch = rows // beams
+    x = dec._embed(tokens[:, None], offset=index, max_position=max_length)  # [rows, 1, d]
+    cross_mask = cache["enc_mask"][:, None, None, :]  # [batch, 1, 1, src]
+    # Position `index` of every slot is written by the beam in that slot.
+    ancestry = lax.dynamic_update_slice(
+        cache["ancestry"],
+        jnp.broadcast_to(jnp.arange(beams)[None, :, None], (batch, beams, 1)),
+        (0, 0, index),
+    )
+
+    def per_item(t):  # [rows, 1, heads, hd] -> [batch, heads, beams, hd]
+        return t.reshape(batch, beams, *t.shape[2:]).transpose(0, 2, 1, 3)
+
+    def per_row(t):  # [batch, heads, beams, hd] -> [rows, 1, d]
+        return t.transpose(0, 2, 1, 3).reshape(rows, 1, d)
+
+    self_k, self_v = [], []
+    for i, layer in enumerate(dec.layers):
+        h = layer.self_attn_layer_norm(x)
+        k, v = layer.self_attn.key_value(h)  # [rows, 1, heads, hd]
+        at = (0, 0, 0, index, 0)
+        k_cache = lax.dynamic_update_slice(cache["self_k"][i], per_item(k)[:, :, :, None], at)
+        v_cache = lax.dynamic_update_slice(cache["self_v"][i], per_item(v)[:, :, :, None], at)
+        self_k.append(k_cache)
+        self_v.append(v_cache)
+        q = per_item(layer.self_attn.query(h))  # [batch, heads, beams, hd]
+        ctx = _self_attention(q, k_cache, v_cache, ancestry, index)
+        x = x + layer.self_attn.out_proj(per_row(ctx))
+
+        h = layer.encoder_attn_layer_norm(x)
+        q = per_item(layer.encoder_attn.query(h))  # all beams of an item, one matmul
+        weights = _softmax(_scores(q, cache["cross_k"][i]), cross_mask, x.dtype)
+        ctx = jnp.matmul(weights, cache["cross_v"][i])  # [batch, heads, beams, hd]
+        x = x + layer.encoder_attn.out_proj(per_row(ctx))
+        x = x + layer.ffn(layer.final_layer_norm(x), True)
+    cache = dict(cache, self_k=tuple(self_k), self_v=tuple(self_v), ancestry=ancestry)
+    return model.logits(dec.layer_norm(x)[:, 0]), cache
+
+
+def cache_segments(max_length: int, first: int = 32) -> tuple[int, ...]:
+    """Self-attention cache lengths, doubling from `first` up to max_length - 1 (the last
+    position a step writes is max_length - 2). A step costs what its cache length costs, so
+    decoding to length n touches at most ~2n positions, whatever max_length is."""
+    need = max(1, max_length - 1)
+    sizes = []
+    size = first
+    while size < need:
+        sizes.append(size)
+        size *= 2
+    return tuple(sizes) + (need,)
+
+
+def grow_self_cache(cache, length: int):
+    """Pads the self-attention K/V and the ancestry table up to `length` positions."""
+
+    def grow(x, axis):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, max(0, length - x.shape[axis]))
+        return jnp.pad(x, widths)
+
+    return dict(
+        cache,
+        self_k=tuple(grow(k, 3) for k in cache["self_k"]),
+        self_v=tuple(grow(v, 3) for v in cache["self_v"]),
+        ancestry=grow(cache["ancestry"], 2),
+    )
+
+
+def reorder_self_cache(cache, rows):
+    """Beam reordering: only the ancestry table moves (see the cache layout above).
+
+    rows [batch * beams]: flat index (item * beams + source slot) of each new beam's parent.
+    """
+    ancestry = cache["ancestry"]
+    flat = ancestry.reshape(-1, ancestry.shape[-1])  # [batch * beams, length]
+    return dict(cache, ancestry=flat[rows].reshape(ancestry.shape))
+
+
+def search(module: Speech2Text, static: StaticSettings, params, features, mask, options):
+    """Encoder once, cross K/V once, then greedy or beam search. Traceable.
+
+    Returns, for every beam slot (num_return_sequences is sliced by the caller):
+    ids [batch * beams, max_length] int32, scores [batch * beams] float32 and
+    lengths [batch * beams] int32 counting the start token.
+    """
+    s = static
+    variables = {"params": params}
+    enc, enc_mask = module.apply(variables, features, mask, method=Speech2Text.encode)
+    batch = enc.shape[0]
+    segments = cache_segments(s.max_length)
+    cache = module.apply(
+        variables, enc, enc_mask, s.num_beams, segments[0], method=_init_search_cache
+    )
+
+    def step_fn(tokens, index, cache):
+        return module.apply(
+            variables, tokens, index, cache, s.num_beams, s.max_length, method=_search_step
+        )
+
+    process = make_logits_processor(s.no_repeat_ngram_size, s.eos_token_id, options)
+    if s.num_beams == 1:
+        ids, lengths, scores = greedy_search(
+            step_fn,
+            cache,
+            batch,
+            max_length=s.max_length,
+            decoder_start_token_id=s.decoder_start_token_id,
+            eos_token_id=s.eos_token_id,
+            pad_token_id=s.pad_token_id,
+            process_scores=process,
+            cache_segments=segments,
+            grow_cache=grow_self_cache,
+        )
+        return ids, scores, lengths
+    return beam_search(
+        step_fn,
+        cache,
+        batch,
+        num_beams=s.num_beams,
+        max_length=s.max_length,
+        decoder_start_token_id=s.decoder_start_token_id,
+        eos_token_id=s.eos_token_id,
+        pad_token_id=s.pad_token_id,
+        length_penalty=options.length_penalty,
+        early_stopping=options.early_stopping,
+        num_return_sequences=s.num_beams,
+        process_scores=process,
+        reorder_cache=reorder_self_cache,
+        penalty_table=options.penalty_table,
+        cache_segments=segments,
+        grow_cache=grow_self_cache,
+    )
+
+
+def _select_returned(ids, scores, lengths, num_beams: int, num_return: int):
+    """Keeps the best `num_return` of each item's `num_beams` rows (already best first)."""
+    if num_return == num_beams:
+        return ids, scores, lengths
+
+    def keep(x):  # [batch * beams, ...] -> [batch * num_return, ...]
+        return x.reshape(-1, num_beams, *x.shape[1:])[:, :num_return].reshape(-1, *x.shape[1:])
+
+    return keep(ids), keep(scores), keep(lengths)
+
+
+def _search_fn(config, static: StaticSettings):
+    """jit(params, features, mask, options) -> (ids, scores, lengths) for every beam slot."""
+    module = Speech2Text(config)
+    dtype = DTYPES[config.dtype]
+
+    def run(params, features, mask, options):
+        TRACE_COUNTS[static] += 1  # runs at trace time only
+        features = jnp.asarray(features, dtype)
+        if mask is not None:
+            mask = jnp.asarray(mask, jnp.int32)
+        return search(module, static, params, features, mask, options)
+
+    return jax.jit(run)
+
+
+def make_generate_fn(
+    config,
+    *,
+    num_beams: int | None = None,
+    max_length: int | None = None,
+    min_length: int = 0,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str | None = None,
+    no_repeat_ngram_size: int = 0,
+    num_return_sequences: int = 1,
+    forced_bos_token_id: int | None = None,
+    decoder_start_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    return_lengths: bool = False,
+):
+    """One jitted `fn(params, features, attention_mask) -> (ids, scores)` for these settings.
+
+    Unset values come from `config` (num_beams, max_length, early_stopping and the token ids).
+    ids: [batch * num_return_sequences, max_length] int32, the decoder start token first and
+    the fill token (pad) after each sequence's end; scores: beam search's length-penalised
+    sequence scores, or greedy's summed token log-probabilities. `return_lengths=True` adds
+    lengths [batch * num_return_sequences] (start token included): transformers' output is
+    ids[:, :lengths.max()]. The function retraces only for a new input shape.
+    """
+    settings = GenerationSettings(
+        num_beams=int(config.num_beams if num_beams is None else num_beams),
+        max_length=int(config.max_length if max_length is None else max_length),
+        min_length=int(min_length),
+        length_penalty=float(length_penalty),
+        early_stopping=config.early_stopping if early_stopping is None else early_stopping,
+        no_repeat_ngram_size=int(no_repeat_ngram_size or 0),
+        num_return_sequences=int(num_return_sequences),
+        forced_bos_token_id=forced_bos_token_id,
+        decoder_start_token_id=int(
+            config.decoder_start_token_id
+            if decoder_start_token_id is None
+            else decoder_start_token_id
+        ),
+        eos_token_id=config.eos_token_id if eos_token_id is None else eos_token_id,
+        pad_token_id=config.pad_token_id if pad_token_id is None else pad_token_id,
+    )
+    settings.validate(config.vocab_size)
+    run = _search_fn(config, settings.static())
+    options = search_options(settings)
+    beams, returned = settings.num_beams, settings.num_return_sequences
+
+    def generate_fn(params, features, attention_mask=None):
+        ids, scores, lengths = run(params, features, attention_mask, options)
+        ids, scores, lengths = _select_returned(ids, scores, lengths, beams, returned)
+        return (ids, scores, lengths) if return_lengths else (ids, scores)
+
+    return jax.jit(generate_fn)
+
+
+def enable_compilation_cache(directory: str | os.PathLike, min_compile_seconds: float = 0.0):
+    """Turns on JAX's persistent compilation cache in `directory`.
+
+    A later process with the same shapes and settings loads the compiled search from disk
+    instead of compiling it again (seconds saved per bucket on a cold start).
+    """
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return directory
+
+
+# --- defaults, as transformers resolves them ---------------------------------------------------
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def generation_defaults(model) -> tuple[dict[str, Any], bool]:
+    """(defaults, max_length_was_set) for `model`.
+
+    As transformers 5.x: a generation_config.json in the model's directory wins outright (the
+    generation keys of config.json are then ignored, even when the file was made from it);
+    without one, config.json's keys are used. A model not loaded from a directory uses its
+    config object. Token ids a file lacks come from the model config. Missing values take
+    transformers' global defaults; when nothing set max_length, transformers generates 20 new
+    tokens, hence the flag.
+    """
+    config = model.config
+    source = getattr(model, "source_dir", None)
+    data = None
+    if source:
+        data = _read_json(os.path.join(source, "generation_config.json"))
+        if data is None:
+            data = _read_json(os.path.join(source, "config.json"))
+    if data is None:
+        data = {k: getattr(config, k) for k in ("num_beams", "max_length", "early_stopping")}
+    found = {k: data[k] for k in _FILE_KEYS if data.get(k) is not None}
+    defaults = {**GLOBAL_DEFAULTS, **found}
+    for key in _TOKEN_KEYS:
+        if key not in found:
+            defaults[key] = getattr(config, key, None)
+    return defaults, "max_length" in found
+
+
+def _single_id(value, name):
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise NotImplementedError(f"{name} with several ids ({value}) is not supported")
+        value = value[0]
+    return None if value is None else int(value)
+
+
+def resolve_settings(model, **kwargs) -> GenerationSettings:
+    """kwargs > the model's generation files > global defaults, with transformers' length rules."""
+    defaults, max_length_set = generation_defaults(model)
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    values = {**defaults, **given}
+    if "max_new_tokens" in given:
+        max_length = int(given["max_new_tokens"]) + 1  # + the decoder start token
+    elif "max_length" in given or max_length_set:
+        max_length = int(values["max_length"])
+    else:
+        max_length = int(GLOBAL_DEFAULTS["max_length"]) + 1
+    min_length = int(values.get("min_length") or 0)
+    if given.get("min_new_tokens") is not None:
+        min_length = int(given["min_new_tokens"]) + 1
+    eos = _single_id(values.get("eos_token_id"), "eos_token_id")
+    pad = _single_id(values.get("pad_token_id"), "pad_token_id")
+    start = values.get("decoder_start_token_id")
+    if start is None:
+        start = values.get("bos_token_id")
+    if start is None:
+        raise ValueError("decoder_start_token_id (or bos_token_id) must be set for generation")
+    return GenerationSettings(
+        num_beams=int(values["num_beams"]),
+        max_length=max_length,
+        min_length=min_length,
+        length_penalty=float(values["length_penalty"]),
+        early_stopping=values["early_stopping"],
+        no_repeat_ngram_size=int(values["no_repeat_ngram_size"] or 0),
+        num_return_sequences=int(values["num_return_sequences"]),
+        forced_bos_token_id=_single_id(values.get("forced_bos_token_id"), "forced_bos_token_id"),
+        decoder_start_token_id=_single_id(start, "decoder_start_token_id"),
+        eos_token_id=eos,
+        pad_token_id=pad if pad is not None else eos,
+    )
+
+
+# --- the user-facing call ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GenerateOutput:
+    """transformers' return_dict_in_generate output, the fields we produce."""
+
+    sequences: np.ndarray
+    sequences_scores: np.ndarray | None = None
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ACCEPTED_NOOPS = {"do_sample": False, "use_cache": True, "output_attentions": False}
+
+
+def _search_for(model, static: StaticSettings):
+    per_model = _COMPILED.setdefault(model, {})
+    key = (static, model.config.dtype)
+    if key not in per_model:
+        per_model[key] = _search_fn(model.config, static)
+    return per_model[key]
+
+
+def generate(
+    model,
+    input_features,
+    attention_mask=None,
+    *,
+    num_beams: int | None = None,
+    max_length: int | None = None,
+    max_new_tokens: int | None = None,
+    min_length: int | None = None,
+    min_new_tokens: int | None = None,
+    length_penalty: float | None = None,
+    early_stopping: bool | str | None = None,
+    no_repeat_ngram_size: int | None = None,
+    num_return_sequences: int | None = None,
+    forced_bos_token_id: int | None = None,
+    decoder_start_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    return_scores: bool = False,
+    return_dict_in_generate: bool = False,
+    output_scores: bool = False,
+    buckets=DEFAULT_BUCKETS,
+    batch_buckets=None,
+    params=None,
+    **unsupported,
+):
+    """Greedy (num_beams=1) or beam search, returning ids shaped as transformers returns them.
+
+    input_features [batch, frames, feat]; attention_mask [batch, frames] (1 = real frame),
+    None meaning all frames are real. Frames are padded up to `buckets` (None: no padding) and,
+    if `batch_buckets` is set, the batch up to one of those sizes, so repeated calls reuse a few
+    compiled functions. Padding is masked, but unless config.zero_padded_frames is on, the conv
+    subsampler lets it touch the last valid frames, as more padding does in transformers: to
+    compare with transformers on given features, pass buckets=None.
+
+    Returns ids [batch * num_return_sequences, longest] (numpy int32, decoder start token
+    first, pad after eos); with return_scores=True, (ids, scores); with
+    return_dict_in_generate=True, a GenerateOutput (sequences_scores only with output_scores).
+    """
+    for key, value in unsupported.items():
+        if key not in _ACCEPTED_NOOPS or value != _ACCEPTED_NOOPS[key]:
+            raise TypeError(f"generate() does not support {key}={value!r}")
+    settings = resolve_settings(
+        model,
+        num_beams=num_beams,
+        max_length=max_length,
+        max_new_tokens=max_new_tokens,
+        min_length=min_length,
+        min_new_tokens=min_new_tokens,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        num_return_sequences=num_return_sequences,
+        forced_bos_token_id=forced_bos_token_id,
+        decoder_start_token_id=decoder_start_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    features = np.asarray(input_features, np.float32)
+    if features.ndim == 2:
+        features = features[None]
+    cfg = model.config
+    expected = cfg.input_feat_per_channel * cfg.input_channels
+    if features.ndim != 3 or features.shape[-1] != expected:
+        raise ValueError(
+            f"input_features must be [batch, frames, {expected}], got shape {features.shape}"
+        )
+    batch, frames = features.shape[:2]
+    if attention_mask is None:
+        mask = np.ones((batch, frames), np.int32)
+    else:
+        mask = np.asarray(attention_mask, np.int32).reshape(batch, -1)
+        if mask.shape[1] != frames:
+            raise ValueError(f"attention_mask has {mask.shape[1]} frames, features {frames}")
+    padded_frames = bucket_for(frames, buckets)
+    padded_batch = bucket_for(batch, batch_buckets)
+    features = pad_axis(pad_axis(features, padded_frames, axis=1), padded_batch, axis=0)
+    mask = pad_axis(pad_axis(mask, padded_frames, axis=1), padded_batch, axis=0)
+
+    settings.validate(cfg.vocab_size)
+    run = _search_for(model, settings.static())
+    params = model.params if params is None else params
+    out = run(params, features, mask, search_options(settings))
+    out = [np.asarray(x) for x in out]  # one transfer at the end of the search
+    ids, scores, lengths = _select_returned(*out, settings.num_beams, settings.num_return_sequences)
+    rows = batch * settings.num_return_sequences
+    ids, scores, lengths = ids[:rows], scores[:rows], lengths[:rows]
+    ids = ids[:, : int(lengths.max())]
+    if return_dict_in_generate:
+        return GenerateOutput(ids, scores if output_scores else None)
+    return (ids, scores) if return_scores else ids
