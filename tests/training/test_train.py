@@ -180,3 +180,18 @@ def test_export_round_trip(run, tmp_path):
     Speech2TextForConditionalGeneration(config, params).save_pretrained(tmp_path / "m")
     model = Speech2TextForConditionalGeneration.from_pretrained(tmp_path / "m")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), params)
+
+
+def test_load_pretrained_encoder_from_workdir_and_model_dir(run, tmp_path):
+    from s2t_jax.trainer import _load_pretrained_encoder
+
+    _, workdir, _ = run
+    config, trained, _ = checkpointing.load_train_checkpoint(workdir)
+    Speech2TextForConditionalGeneration(config, trained).save_pretrained(tmp_path / "m")
+    _, task = make_task(vocab_size=config.vocab_size)
+    fresh = jax.device_get(train_state.init_state(task, jax.random.key(7))["params"])
+    for source in (workdir, str(tmp_path / "m")):
+        loaded = _load_pretrained_encoder(source, fresh)
+        jax.tree.map(np.testing.assert_array_equal, loaded["model"]["encoder"], trained["encoder"])
+        jax.tree.map(np.testing.assert_array_equal, loaded["model"]["decoder"],
+                     fresh["model"]["decoder"])  # fmt: skip
