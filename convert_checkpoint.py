@@ -3,6 +3,7 @@
 python convert_checkpoint.py --src facebook-s2t-dir --dst ours/            # -> s2t-jax
 python convert_checkpoint.py --src checkpoint_best.pt --dst ours/          # fairseq -> s2t-jax
 python convert_checkpoint.py --src ours/ --dst hf/ --to transformers       # -> transformers
+python convert_checkpoint.py --src train_workdir/ --dst model/             # training run -> model
 """
 
 import argparse
