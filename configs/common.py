@@ -10,6 +10,8 @@ recipe's published hyperparameters, and calls `shrink_for_local_run` when the ar
 
 import ml_collections
 
+from s2t_jax.sharding import DEFAULT_RULES
+
 # fairseq's s2t_transformer_{s,m,l}: d_model, heads, ffn, dropout (attention and activation
 # dropout follow dropout in fairseq's base architecture). 12 encoder / 6 decoder layers,
 # conv subsampler 1024 channels, kernels 5,5.
@@ -96,7 +98,11 @@ def base_config() -> ml_collections.ConfigDict:
             skip_bad_audio=True,  # False: an unreadable file stops training
         )
     )
-    c.num_devices = -1  # data-parallel devices; -1: all
+    c.num_devices = -1  # devices in the mesh; -1: all (multi-process runs use all)
+    # Device mesh ('data', 'fsdp', 'tensor'); one size may be -1 (the rest). See docs/scaling.md.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    # Logical axis name -> mesh axes (s2t_jax/sharding.py names every array of the state).
+    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
     c.max_tokens = 40000  # padded input frames per batch, over all devices
     c.update_freq = 8  # gradient accumulation (fairseq simulates 8 GPUs with 1)
     c.max_update = 300000
@@ -126,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.maximize_best_checkpoint_metric = False
     c.validate_interval_updates = 0  # 0: validate at every save, as fairseq
     c.async_checkpointing = True
+    # A non-finite loss or gradient norm: "skip" the update (counted as skipped_updates) or
+    # "stop" the run naming the step and utterances. The bad update is never applied.
+    c.nan_policy = "skip"
     c.wer = ml_collections.ConfigDict(dict(enabled=True, max_length=200, max_batches=20))
     c.log_interval = 100
     c.peak_flops = 0.0  # per-device peak for MFU; 0: from the table (measured on CPU)

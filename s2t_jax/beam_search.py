@@ -47,7 +47,7 @@ class BeamState(NamedTuple):
     cache: object  # decoder cache, leaves [batch * beams, ...]
 
 
-def length_penalty_table(max_length: int, length_penalty: float) -> jnp.ndarray:
+def length_penalty_table(max_length: int, length_penalty: float) -> np.ndarray:
     """[max_length + 1] float32 of n ** length_penalty.
 
     transformers computes `int ** float` in Python (double) and divides a float32 tensor by it,
@@ -55,7 +55,7 @@ def length_penalty_table(max_length: int, length_penalty: float) -> jnp.ndarray:
     """
     # Length 0 never occurs; 1.0 keeps a negative penalty from dividing by zero there.
     values = [float(n) ** length_penalty if n else 1.0 for n in range(max_length + 1)]
-    return jnp.asarray(np.array(values, np.float64).astype(np.float32))
+    return np.array(values, np.float64).astype(np.float32)
 
 
 def early_stopping_code(early_stopping):

@@ -77,7 +77,12 @@ class TrainCheckpointer:
         )
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def latest_step(self) -> int | None:
@@ -95,14 +100,20 @@ class TrainCheckpointer:
 
     def restore(self, step: int, abstract_state=None):
         """-> (state, meta). `abstract_state` (ShapeDtypeStructs with shardings) places the
-        arrays; without it the saved tree comes back as host arrays."""
-        state_args = (
-            ocp.args.StandardRestore(abstract_state)
-            if abstract_state is not None
-            else ocp.args.StandardRestore()
-        )
+        arrays; without it the saved tree comes back whole on this process's first device,
+        whatever mesh or number of processes saved it (export, averaging, tests)."""
+        if abstract_state is None:
+            tree = self.manager.item_metadata(int(step))["state"]
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            abstract_state = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                getattr(tree, "tree", tree),
+            )
         out = self.manager.restore(
-            int(step), args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore())
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
         )
         return out["state"], out["meta"]
 

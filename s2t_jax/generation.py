@@ -26,7 +26,6 @@ import collections
 import dataclasses
 import json
 import os
-import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -202,35 +201,33 @@ def make_logits_processor(ngram_size: int, eos_token_id: int | None, options: Se
 # The searches run their own cached decoder step. It calls the model's own submodules
 # (projections, layer norms, FFN, embeddings, LM head), so the weights and the arithmetic are the
 # model's, but lays the cache out for decoding rather than training:
-#   self_k, self_v: per layer [batch, heads, beams, length, head_dim]. Heads before time, so
+#   self_k, self_v: per layer [batch * beams, heads, length, head_dim]: heads before time, so
 #     attention needs no per-step transpose of the cache (with the model's [batch, length,
-#     heads, head_dim] XLA transposed every cached K/V on every step).
-#   ancestry: [batch, beams, length] int32: for the beam now in slot i, the slot whose K/V hold
-#     its position p. Beam search never moves K/V between slots: when beams are reordered only
-#     this small table is gathered, and attention scores each query against the K/V of all
-#     `beams` slots of its item and keeps, per position, its own ancestor's. That costs
-#     `beams` x the (small) attention FLOPs but reads the cache once, where gathering the cache
-#     by beam index read and wrote all of it every step: the largest cost of a beam step.
-#   cross_k, cross_v: per layer [batch, heads, src_len, head_dim], once per item, not per beam:
-#     all beams of an item attend to the same encoder states.
+#     heads, head_dim] XLA transposed every cached K/V on every step). Beam search gathers
+#     these rows by beam index each step. (Keeping K/V in place and gathering only an
+#     ancestry table, with each query scored against all beams of its item, reads less memory
+#     but measured ~40% slower here: XLA:CPU runs those [beams x length] products poorly.)
+#   cross_k [batch, heads, head_dim, src_len], cross_v [batch, heads, src_len, head_dim], per
+#     layer: once per item, not per beam, since all beams of an item attend to the same
+#     encoder states; reading them once per item instead of once per beam is most of a beam
+#     step's memory traffic on long inputs. K is stored transposed so that q.K is a plain
+#     batched matmul, which XLA:CPU runs ~4x faster than the q.K^T form.
 #   enc_mask: [batch, src_len] bool.
-# `length` grows by segments (see cache_segments): a step attends over a cache at most about
-# twice as long as what has been generated, not max_length.
+# `length` grows by segments (see cache_segments): a step attends to, and beam search gathers,
+# a cache at most about twice as long as what has been generated, not max_length.
 
 
 def _init_search_cache(model: Speech2Text, enc, enc_mask, beams: int, length: int):
     cfg = model.config
     heads = cfg.decoder_attention_heads
-    batch = enc.shape[0]
-    shape = (batch, heads, beams, length, cfg.d_model // heads)
+    shape = (enc.shape[0] * beams, heads, length, cfg.d_model // heads)
     dtype = DTYPES[cfg.dtype]
     cross = [layer.cross_key_value(enc) for layer in model.decoder.layers]  # [b, src, h, hd]
     return {
         "self_k": tuple(jnp.zeros(shape, dtype) for _ in cross),
         "self_v": tuple(jnp.zeros(shape, dtype) for _ in cross),
-        "ancestry": jnp.zeros((batch, beams, length), jnp.int32),
-        "cross_k": tuple(k.transpose(0, 2, 1, 3) for k, _ in cross),  # [batch, h, src, hd]
-        "cross_v": tuple(v.transpose(0, 2, 1, 3) for _, v in cross),
+        "cross_k": tuple(k.transpose(0, 2, 3, 1) for k, _ in cross),  # [batch, h, hd, src]
+        "cross_v": tuple(v.transpose(0, 2, 1, 3) for _, v in cross),  # [batch, h, src, hd]
         "enc_mask": enc_mask,
     }
 
@@ -241,75 +238,37 @@ def _softmax(scores, mask, dtype):
     return jax.nn.softmax(scores, axis=-1).astype(dtype)
 
 
-def _scores(q, k):
-    """q [b, h, n, hd] . k [b, h, len, hd] -> [b, h, n, len], as one batched matmul."""
-    return lax.dot_general(q, k, (((3,), (3,)), ((0, 1), (0, 1))))
-
-
-def _self_attention(q, k_cache, v_cache, ancestry, index):
-    """Each beam attends to its own history, read through the ancestry table.
-
-    q [b, h, beams, hd]; k_cache, v_cache [b, h, beams, length, hd]; ancestry [b, beams, length].
-    Written as plain batched matmuls (XLA:CPU ran einsum's lowering, v^T first, several times
-    slower on these small per-head matrices).
-    """
-    b, h, beams, length, hd = k_cache.shape
-    valid = (jnp.arange(length) <= index)[None, None, None, :]  # [1, 1, 1, length]
-    flat_k = k_cache.reshape(b, h, beams * length, hd)
-    flat_v = v_cache.reshape(b, h, beams * length, hd)
-    scores = _scores(q, flat_k)  # [b, h, beams (query), beams * length]
-    if beams == 1:
-        weights = _softmax(scores, valid, v_cache.dtype)
-        return jnp.matmul(weights, flat_v)  # [b, h, 1, hd]
-    scores = scores.reshape(b, h, beams, beams, length)  # [b, h, query, slot, length]
-    pick = ancestry[:, None, :, None, :]  # [b, 1, query, 1, length]
-    own = jnp.take_along_axis(scores, jnp.broadcast_to(pick, (b, h, beams, 1, length)), axis=3)
-    weights = _softmax(own[:, :, :, 0], valid, v_cache.dtype)  # [b, h, query, length]
-    slots = jnp.arange(beams)[None, None, None, :, None]  # [1, 1, 1, slot, 1]
-    spread = jnp.where(pick == slots, weights[:, :, :, None, :], 0)  # [b, h, query, slot, len]
-    return jnp.matmul(spread.reshape(b, h, beams, beams * length), flat_v)  # [b, h, query, hd]
-
-
 def _search_step(model: Speech2Text, tokens, index, cache, beams: int, max_length: int):
     """tokens [batch * beams] at position `index` -> (logits [batch * beams, vocab], cache)."""
     dec = model.decoder
     rows, d = tokens.shape[0], model.config.d_model
     batch = rows // beams
+    length = cache["self_k"][0].shape[2]
     x = dec._embed(tokens[:, None], offset=index, max_position=max_length)  # [rows, 1, d]
+    self_mask = (jnp.arange(length) <= index)[None, None, None, :]  # [1, 1, 1, length]
     cross_mask = cache["enc_mask"][:, None, None, :]  # [batch, 1, 1, src]
-    # Position `index` of every slot is written by the beam in that slot.
-    ancestry = lax.dynamic_update_slice(
-        cache["ancestry"],
-        jnp.broadcast_to(jnp.arange(beams)[None, :, None], (batch, beams, 1)),
-        (0, 0, index),
-    )
-
-    def per_item(t):  # [rows, 1, heads, hd] -> [batch, heads, beams, hd]
-        return t.reshape(batch, beams, *t.shape[2:]).transpose(0, 2, 1, 3)
-
-    def per_row(t):  # [batch, heads, beams, hd] -> [rows, 1, d]
-        return t.transpose(0, 2, 1, 3).reshape(rows, 1, d)
-
     self_k, self_v = [], []
     for i, layer in enumerate(dec.layers):
         h = layer.self_attn_layer_norm(x)
+        q = layer.self_attn.query(h).transpose(0, 2, 1, 3)  # [rows, heads, 1, hd]
         k, v = layer.self_attn.key_value(h)  # [rows, 1, heads, hd]
-        at = (0, 0, 0, index, 0)
-        k_cache = lax.dynamic_update_slice(cache["self_k"][i], per_item(k)[:, :, :, None], at)
-        v_cache = lax.dynamic_update_slice(cache["self_v"][i], per_item(v)[:, :, :, None], at)
+        at = (0, 0, index, 0)
+        k_cache = lax.dynamic_update_slice(cache["self_k"][i], k.transpose(0, 2, 1, 3), at)
+        v_cache = lax.dynamic_update_slice(cache["self_v"][i], v.transpose(0, 2, 1, 3), at)
         self_k.append(k_cache)
         self_v.append(v_cache)
-        q = per_item(layer.self_attn.query(h))  # [batch, heads, beams, hd]
-        ctx = _self_attention(q, k_cache, v_cache, ancestry, index)
-        x = x + layer.self_attn.out_proj(per_row(ctx))
+        scores = lax.dot_general(q, k_cache, (((3,), (3,)), ((0, 1), (0, 1))))  # [r, h, 1, len]
+        ctx = jnp.matmul(_softmax(scores, self_mask, v_cache.dtype), v_cache)  # [r, h, 1, hd]
+        x = x + layer.self_attn.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d))
 
         h = layer.encoder_attn_layer_norm(x)
-        q = per_item(layer.encoder_attn.query(h))  # all beams of an item, one matmul
-        weights = _softmax(_scores(q, cache["cross_k"][i]), cross_mask, x.dtype)
-        ctx = jnp.matmul(weights, cache["cross_v"][i])  # [batch, heads, beams, hd]
-        x = x + layer.encoder_attn.out_proj(per_row(ctx))
+        q = layer.encoder_attn.query(h).reshape(batch, beams, *q.shape[1:2], q.shape[3])
+        q = q.transpose(0, 2, 1, 3)  # [batch, heads, beams, hd]: an item's beams together
+        scores = jnp.matmul(q, cache["cross_k"][i])  # [batch, heads, beams, src]
+        ctx = jnp.matmul(_softmax(scores, cross_mask, x.dtype), cache["cross_v"][i])
+        x = x + layer.encoder_attn.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d))
         x = x + layer.ffn(layer.final_layer_norm(x), True)
-    cache = dict(cache, self_k=tuple(self_k), self_v=tuple(self_v), ancestry=ancestry)
+    cache = dict(cache, self_k=tuple(self_k), self_v=tuple(self_v))
     return model.logits(dec.layer_norm(x)[:, 0]), cache
 
 
@@ -327,29 +286,27 @@ def cache_segments(max_length: int, first: int = 32) -> tuple[int, ...]:
 
 
 def grow_self_cache(cache, length: int):
-    """Pads the self-attention K/V and the ancestry table up to `length` positions."""
+    """Pads the self-attention K/V with zeros up to `length` positions."""
 
-    def grow(x, axis):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, max(0, length - x.shape[axis]))
-        return jnp.pad(x, widths)
+    def grow(x):
+        return jnp.pad(x, ((0, 0), (0, 0), (0, max(0, length - x.shape[2])), (0, 0)))
 
     return dict(
         cache,
-        self_k=tuple(grow(k, 3) for k in cache["self_k"]),
-        self_v=tuple(grow(v, 3) for v in cache["self_v"]),
-        ancestry=grow(cache["ancestry"], 2),
+        self_k=tuple(grow(k) for k in cache["self_k"]),
+        self_v=tuple(grow(v) for v in cache["self_v"]),
     )
 
 
 def reorder_self_cache(cache, rows):
-    """Beam reordering: only the ancestry table moves (see the cache layout above).
-
-    rows [batch * beams]: flat index (item * beams + source slot) of each new beam's parent.
-    """
-    ancestry = cache["ancestry"]
-    flat = ancestry.reshape(-1, ancestry.shape[-1])  # [batch * beams, length]
-    return dict(cache, ancestry=flat[rows].reshape(ancestry.shape))
+    """Gathers the beam-dependent leaves (self-attention K/V) by flat row index; the encoder
+    side is per item and does not move."""
+    take = lambda x: x.at[rows].get(mode="promise_in_bounds")  # noqa: E731
+    return dict(
+        cache,
+        self_k=tuple(take(k) for k in cache["self_k"]),
+        self_v=tuple(take(v) for v in cache["self_v"]),
+    )
 
 
 def search(module: Speech2Text, static: StaticSettings, params, features, mask, options):
@@ -598,16 +555,27 @@ class GenerateOutput:
         return getattr(self, key)
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SEARCHES: dict = {}  # (architecture key, static settings) -> jitted search
+_NOT_ARCHITECTURE = ("extra", "num_beams", "max_length", "early_stopping")
 _ACCEPTED_NOOPS = {"do_sample": False, "use_cache": True, "output_attentions": False}
 
 
+def _architecture_key(config) -> str:
+    """The config fields that shape the network; models that agree on them (two loads of one
+    checkpoint, a fine-tuned copy) share compiled searches, since params are an argument."""
+    fields = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in _NOT_ARCHITECTURE
+    }
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def _search_for(model, static: StaticSettings):
-    per_model = _COMPILED.setdefault(model, {})
-    key = (static, model.config.dtype)
-    if key not in per_model:
-        per_model[key] = _search_fn(model.config, static)
-    return per_model[key]
+    key = (_architecture_key(model.config), static)
+    if key not in _SEARCHES:
+        _SEARCHES[key] = _search_fn(model.config, static)
+    return _SEARCHES[key]
 
 
 def generate(

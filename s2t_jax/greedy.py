@@ -82,8 +82,8 @@ def greedy_search(
         logits, cache = step_fn(last, t - 1, state.cache)  # [batch, vocab]
         scores = logits if process_scores is None else process_scores(logits, state.sequences, t)
         token = jnp.argmax(scores, axis=-1).astype(jnp.int32)  # [batch]
-        log_probs = jax.nn.log_softmax(scores, axis=-1)  # [batch, vocab]
-        token_score = jnp.take_along_axis(log_probs, token[:, None], axis=1)[:, 0]  # [batch]
+        chosen = jnp.take_along_axis(scores, token[:, None], axis=1)[:, 0]  # [batch]
+        token_score = chosen - jax.nn.logsumexp(scores, axis=-1)  # its log-probability
         scores = state.scores + jnp.where(state.finished, 0.0, token_score)
         token = jnp.where(state.finished, pad_token_id, token)
         sequences = lax.dynamic_update_index_in_dim(state.sequences, token, t, axis=1)

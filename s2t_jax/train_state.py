@@ -13,6 +13,11 @@ function of (seed, step) and a resumed run draws exactly what the uninterrupted 
 Losses are sums over the global batch, divided by the target tokens of the whole update
 (fairseq's sample_size): with update_freq > 1 gradients of micro-batches are summed and divided
 once, so accumulation equals one big batch, as in fairseq.
+
+A non-finite loss or gradient never reaches the params: the step checks the gradient norm
+(a micro-batch with a non-finite loss poisons its gradients so the check sees it) and keeps
+params and optimiser state as they were; `step` still advances (it counts update attempts, so
+the data position and the host loop stay in step), Adam's own count does not.
 """
 
 from __future__ import annotations
@@ -83,13 +88,22 @@ class Task:
     update_freq: int = 1
     encoder_freezing_updates: int = 0
     specaugment: SpecAugmentPolicy | None = None
+    # Sharding of batch-major activations (NamedSharding of the batch spec) or None: pins the
+    # encoder output and the logits to batch sharding, so FSDP gathers weights rather than
+    # resharding activations.
+    activation_sharding: Any = None
 
     @property
     def module(self) -> Speech2Text:
         return Speech2Text(self.model_config)
 
+    def constrain(self, x):
+        if self.activation_sharding is None:
+            return x
+        return lax.with_sharding_constraint(x, self.activation_sharding)
+
     @classmethod
-    def from_config(cls, config, model_config, specaugment=None) -> Task:
+    def from_config(cls, config, model_config, specaugment=None, activation_sharding=None) -> Task:
         tx, schedule = optim.make_optimizer(config)
         return cls(
             model_config=model_config,
@@ -101,6 +115,7 @@ class Task:
             update_freq=config.update_freq,
             encoder_freezing_updates=config.encoder_freezing_updates,
             specaugment=specaugment,
+            activation_sharding=activation_sharding,
         )
 
 
@@ -151,6 +166,7 @@ def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
         method=Speech2Text.encode,
         rngs={"dropout": k_enc},
     )
+    enc = task.constrain(enc)  # [B, S, D]
     logits = module.apply(
         variables,
         batch["prev_tokens"],
@@ -160,7 +176,8 @@ def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
         not train,
         method=Speech2Text.decode,
         rngs={"dropout": k_dec},
-    )  # [B, L, V] f32
+    )
+    logits = task.constrain(logits)  # [B, L, V] f32
     target = batch["target"]  # [B, L]
     sums = losses.label_smoothed_nll_loss(
         logits, target, task.label_smoothing, cfg.pad_token_id, task.ignore_prefix_size
@@ -191,25 +208,40 @@ def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
 
 
 def _apply_update(task: Task, state, grad_sums, ntokens):
-    """Normalise, freeze, clip + Adam, apply. -> (state with step + 1, grad norm)."""
+    """Normalise, freeze, clip + Adam, apply. -> (state with step + 1, grad norm, finite).
+
+    When the gradient norm is not finite, params and optimiser state stay as they were.
+    """
     grads = jax.tree.map(lambda g: g / jnp.maximum(ntokens, 1.0), grad_sums)
     frozen = state["step"] < task.encoder_freezing_updates
     if task.encoder_freezing_updates > 0:
         grads = optim.zero_subtree(grads, "encoder", frozen)
     grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(grad_norm)
     updates, opt_state = task.tx.update(grads, state["opt_state"], state["params"])
     if task.encoder_freezing_updates > 0:
         updates = optim.zero_subtree(updates, "encoder", frozen)
     params = optax.apply_updates(state["params"], updates)
-    new = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
-    return new, grad_norm
+
+    def keep(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new = {
+        **state,
+        "step": state["step"] + 1,
+        "params": keep(params, state["params"]),
+        "opt_state": keep(opt_state, state["opt_state"]),
+    }
+    return new, grad_norm, finite
 
 
 def train_step(task: Task, state, batch, rng):
     """One micro-batch: (state, batch, base rng) -> (state, metrics). Pure; jit it once.
 
-    metrics are the batch's loss sums plus grad_norm, lr, and `updated` (1 when this call
-    applied an optimiser update; with update_freq > 1 only every update_freq-th call does).
+    metrics are the batch's loss sums plus grad_norm, lr, `updated` (1 when this call
+    ended an update; with update_freq > 1 only every update_freq-th call does), `finite` (0
+    when this batch's loss, or the update it ended, was not finite) and `skipped` (1 when the
+    update it ended was not applied because of that).
     """
     step = state["step"]
     accum = state.get("accum")
@@ -221,25 +253,36 @@ def train_step(task: Task, state, batch, rng):
         return sums["loss"], sums
 
     grad_sums, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    loss_finite = jnp.isfinite(sums["loss"])
+    # A non-finite loss with finite gradients (e.g. an underflowed probability) must not
+    # update either: poison the gradients so the norm check below sees it.
+    grad_sums = jax.tree.map(lambda g: jnp.where(loss_finite, g, jnp.nan), grad_sums)
     if accum is None:
-        state, grad_norm = _apply_update(task, state, grad_sums, sums["ntokens"])
+        state, grad_norm, finite = _apply_update(task, state, grad_sums, sums["ntokens"])
         updated = jnp.ones((), jnp.float32)
     else:
         grad_sums = jax.tree.map(jnp.add, accum["grads"], grad_sums)
         ntokens = accum["ntokens"] + sums["ntokens"]
 
         def apply(_):
-            new, norm = _apply_update(task, state, grad_sums, ntokens)
+            new, norm, finite = _apply_update(task, state, grad_sums, ntokens)
             zeros = jax.tree.map(jnp.zeros_like, accum)
-            return {**new, "accum": zeros}, norm
+            return {**new, "accum": zeros}, norm, finite
 
         def wait(_):
             acc = {"grads": grad_sums, "ntokens": ntokens, "micro": micro + 1}
-            return {**state, "accum": acc}, jnp.zeros((), jnp.float32)
+            return {**state, "accum": acc}, jnp.zeros((), jnp.float32), jnp.ones((), bool)
 
-        state, grad_norm = lax.cond(micro + 1 >= task.update_freq, apply, wait, None)
+        state, grad_norm, finite = lax.cond(micro + 1 >= task.update_freq, apply, wait, None)
         updated = (micro + 1 >= task.update_freq).astype(jnp.float32)
-    metrics = {**sums, "grad_norm": grad_norm, "lr": task.schedule(step), "updated": updated}
+    metrics = {
+        **sums,
+        "grad_norm": grad_norm,
+        "lr": task.schedule(step),
+        "updated": updated,
+        "finite": (finite & loss_finite).astype(jnp.float32),
+        "skipped": updated * (1.0 - finite.astype(jnp.float32)),
+    }
     return state, metrics
 
 

@@ -3,11 +3,19 @@
     mesh -> input -> model + optimiser -> shard + restore -> update step -> checkpoint
     -> evals -> loop
 
-Devices form a 1-D mesh ('data',): the batch is split over every device, params and optimiser
-state are replicated, and XLA inserts the gradient all-reduce. The update step is jitted once
-with its shardings stated and the state donated; each batch bucket compiles once (ahead of
-time, so the log shows the compile time of each shape). Restarting on the same workdir resumes
-from the latest checkpoint: state, data position and seed.
+Devices form a ('data', 'fsdp', 'tensor') mesh (config.mesh); every array of the state gets
+its layout from its logical axis names and the rules table (config.sharding.rules, see
+s2t_jax/sharding.py). By default that is data parallelism: the batch is split over every
+device, params and optimiser state are replicated, and XLA inserts the gradient all-reduce;
+fsdp > 1 also shards params and optimiser state. With several processes each one loads its own
+rows of every batch, and only process 0 writes logs. The update step is jitted once with its
+shardings stated and the state donated; each batch bucket compiles once (ahead of time, so the
+log shows the compile time of each shape).
+
+Restarting on the same workdir resumes from the newest good checkpoint (state, data position
+and seed), bit-exactly; a torn or corrupt newest one is set aside (s2t_jax/resilience.py).
+SIGTERM saves the current step and returns normally. A non-finite update is never applied;
+config.nan_policy decides whether it is skipped or stops the run.
 
 Workdir layout: checkpoints/<step>/ (Orbax), model_config.json, train_config.json,
 data/ (copies of the vocabulary files), metrics.jsonl, tensorboard/.
@@ -24,10 +32,10 @@ import time
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from s2t_jax import checkpointing, flops, train_state, validation
+from s2t_jax import checkpointing, flops, resilience, sharding, train_state, validation
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.pipeline import load_split, make_loader
 from s2t_jax.metrics_writer import MetricWriter
@@ -43,6 +51,7 @@ SUM_KEYS = (
     "nsentences",
     "frames",
     "ctc_loss",
+    "skipped",
 )
 
 
@@ -94,15 +103,33 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains per `config` in `workdir`; returns a summary (final step, last metrics, compiles)."""
     workdir = os.path.abspath(workdir)
     is_main = jax.process_index() == 0
+    resilience.check_writable(workdir)
+    if config.nan_policy not in resilience.NAN_POLICIES:
+        raise ValueError(f"nan_policy={config.nan_policy!r}: expected {resilience.NAN_POLICIES}")
 
     # --- Mesh ------------------------------------------------------------------------------------
-    devices = jax.devices()
-    if config.num_devices > 0:
-        devices = devices[: config.num_devices]
-    mesh = Mesh(np.asarray(devices), ("data",))
+    mesh = sharding.make_mesh(config.mesh, config.num_devices)
+    rules = tuple(tuple(r) for r in config.sharding.rules)
+    devices = list(mesh.devices.flat)
     replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
-    logging.info("mesh: %d devices (%s)", len(devices), devices[0].device_kind)
+    batch_spec = sharding.batch_spec(mesh, rules)
+    data_sharding = NamedSharding(mesh, batch_spec)
+    num_shards = sharding.batch_shards(mesh, rules)
+    if len(sharding.process_row_indices(data_sharding, num_shards)) * jax.process_count() != (
+        num_shards
+    ):
+        raise ValueError(
+            f"mesh {dict(mesh.shape)}: each process must hold its own 1/{jax.process_count()} "
+            "of the batch (keep the 'tensor' axis within a host)"
+        )
+    logging.info(
+        "mesh: %s, %d devices (%s), %d processes, batch split %d ways",
+        dict(mesh.shape),
+        len(devices),
+        devices[0].device_kind,
+        jax.process_count(),
+        num_shards,
+    )
     if devices[0].platform == "cpu" and config.cpu_unrolled_threefry:
         train_state.use_unrolled_threefry_on_cpu()
 
@@ -116,7 +143,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         frame_buckets=config.data.buckets,
         max_tokens=config.max_tokens,
         seed=config.seed,
-        num_shards=len(devices),
+        num_shards=num_shards,
         max_sentences=config.data.max_sentences or None,
         skip_bad_audio=config.data.skip_bad_audio,
         process_index=jax.process_index(),
@@ -154,17 +181,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _save_run_files(config, workdir, model_config, data)
 
     # --- Model + optimiser -----------------------------------------------------------------------
+    activations = None
+    if num_shards > 1:  # batch-major activations stay batch-sharded; other dims free
+        activations = NamedSharding(mesh, P(batch_spec[0], P.UNCONSTRAINED, P.UNCONSTRAINED))
     task = Task.from_config(
-        config, model_config, _specaugment_policy(config, data, config.data.train_subset)
+        config,
+        model_config,
+        _specaugment_policy(config, data, config.data.train_subset),
+        activation_sharding=activations,
     )
     init = functools.partial(train_state.init_state, task)
     abstract = jax.eval_shape(init, jax.random.key(0))
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
+    state_sharding = sharding.tree_shardings(abstract, mesh, rules)
     logging.info(
         "model: %.2fM parameters, specaugment %s",
         sum(x.size for x in jax.tree.leaves(abstract["params"]["model"])) / 1e6,
         task.specaugment,
     )
+    logging.info("state layout: %s", sharding.describe(abstract, state_sharding))
 
     # --- Shard + restore -------------------------------------------------------------------------
     ckpt = checkpointing.TrainCheckpointer(
@@ -176,13 +210,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         async_save=config.async_checkpointing,
     )
     seed = config.seed
-    if ckpt.latest_step() is not None:
-        target = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            abstract,
-            state_sharding,
-        )
-        state, meta = ckpt.restore(ckpt.latest_step(), target)
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
+    )
+    restored = resilience.restore_latest_good(ckpt, target)
+    if restored is not None:
+        state, meta, _ = restored
         train_loader.set_state(meta["data"])
         seed = meta.get("seed", seed)
         logging.info(
@@ -197,6 +230,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 config.load_pretrained_encoder_from, jax.device_get(state["params"])
             )
             state = {**state, "params": jax.device_put(params, state_sharding["params"])}
+    held = sharding.bytes_per_device(state)
+    logging.info("train state: %.1f MiB per device", max(held.values()) / 2**20)
     rng = jax.random.key(seed)
 
     def put(batch):
@@ -239,9 +274,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return compiled[key]
 
     # --- Checkpoint ------------------------------------------------------------------------------
+    def good_steps():
+        return [s for s in ckpt.all_steps() if os.path.isdir(os.path.join(ckpt.directory, str(s)))]
+
+    in_flight = {"step": None}  # the async save that may still be writing
+
+    def wait_for_saves():
+        try:
+            ckpt.wait()
+        except OSError as e:  # the background write failed: disk full, permissions, ...
+            raise resilience.save_error(e, in_flight["step"], ckpt.directory, good_steps()) from e
+
     def save(step, metrics=None):
-        meta = {"data": train_loader.get_state(), "seed": seed, "step": step}
-        ckpt.save(step, state, meta, metrics)
+        wait_for_saves()
+        in_flight["step"] = step
+        meta = {
+            "data": train_loader.get_state(),
+            "seed": seed,
+            "step": step,
+            "fingerprint": resilience.fingerprint(state),
+        }
+        try:
+            ckpt.save(step, state, meta, metrics)
+        except OSError as e:
+            raise resilience.save_error(e, step, ckpt.directory, good_steps()) from e
 
     # --- Evals -----------------------------------------------------------------------------------
     generate_fn = None
@@ -255,18 +311,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
         except ImportError:
             logging.warning("s2t_jax.generation is missing: validation WER is skipped")
 
+    params_sharded = not all(s.is_fully_replicated for s in jax.tree.leaves(state_sharding))
+    replicate = jax.jit(lambda p: p, out_shardings=replicated)
+
     def run_evals(step):
         if valid_loader is None:
             return None
         start = time.perf_counter()
+        generate = generate_fn
+        if generate_fn is not None and params_sharded:
+            # Decoding is a loop of small steps: gather the weights once, not at every token.
+            whole = replicate(state["params"]["model"])
+            generate = lambda _, feats, mask: generate_fn(whole, feats, mask)  # noqa: E731
         metrics = validation.evaluate(
             valid_loader,
             put,
             eval_step,
             state["params"],
-            generate_fn,
+            generate,
             encoder,
             config.wer.max_batches,
+            local_rows=lambda ids: sharding.process_rows(ids, data_sharding),
         )
         metrics["seconds"] = time.perf_counter() - start
         writer.write(step, "valid", metrics)
@@ -296,6 +361,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         {"flops": 0.0, "bad": 0, "start": time.perf_counter(), "updates": 0, "paused": 0.0},
     )
     last_valid, last_train, saved_at = None, None, step if ckpt.latest_step() == step else None
+    where = []  # (update, utterance rows) of each pending micro-batch: named if it is not finite
+    skipped = preempted = 0
+    preemption = resilience.Preemption()
     try:
         while step < config.max_update:
             try:
@@ -315,18 +383,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
             )
             state, metrics = compiled_step(batch)(state, batch, rng)
             pending.append(metrics)
+            where.append((step + 1, host["index"]))
             if len(pending) % task.update_freq:
                 continue
             step += 1
             window["updates"] += 1
             if step % config.log_interval == 0 or step == config.max_update:
+                fetched = jax.device_get(pending)
+                skipped += _check_finite(fetched, where, config.nan_policy, train_split.ids)
                 last_train = _log_train(
-                    writer, step, pending, window, peak, len(devices), train_loader
+                    writer, step, fetched, window, peak, len(devices), train_loader
                 )
-                pending = []
-            do_save = step % config.save_interval_updates == 0 or step == config.max_update
-            do_valid = do_save or (
-                config.validate_interval_updates and step % config.validate_interval_updates == 0
+                pending, where = [], []
+            preempted = preemption.reached(step)
+            do_save = (
+                preempted or step % config.save_interval_updates == 0 or step == config.max_update
+            )
+            do_valid = not preempted and (
+                do_save
+                or (
+                    config.validate_interval_updates
+                    and step % config.validate_interval_updates == 0
+                )
             )
             paused = time.perf_counter()
             if do_valid:
@@ -335,27 +413,70 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 save(step, last_valid if do_valid else None)
                 saved_at = step
             window["paused"] += time.perf_counter() - paused
+            if preempted:
+                break
+        if pending:
+            skipped += _check_finite(
+                jax.device_get(pending), where, config.nan_policy, train_split.ids
+            )
         if saved_at != step:
             last_valid = run_evals(step)
             save(step, last_valid)
     finally:
-        ckpt.close()
+        preemption.close()
         train_loader.close()
         writer.close()
+        try:
+            wait_for_saves()
+        finally:
+            try:
+                ckpt.close()
+            except OSError as e:  # the failed save, already reported by wait_for_saves
+                logging.warning("closing the checkpoint manager: %s", e)
+    if preempted:
+        logging.warning("preempted: saved step %d, stopping", step)
     return {
         "step": step,
         "train": last_train,
         "valid": last_valid,
         "train_compiles": traces["train"],
         "epoch": train_loader.epoch_of(),
+        "skipped_updates": skipped,
+        "preempted": bool(preempted),
     }
 
 
-def _log_train(writer, step, pending, window, peak, n_devices, loader) -> dict:
-    """Aggregates the window's per-batch sums (one device fetch) and writes train metrics."""
-    fetched = jax.device_get(pending)
+def _check_finite(fetched, where, policy: str, ids) -> int:
+    """Reports non-finite micro-batches (their update and utterances); -> updates skipped.
+
+    The step never applies such an update; "stop" makes it an error, "skip" a warning.
+    """
+    for m, (update, rows) in zip(fetched, where):
+        if float(m["finite"]):
+            continue
+        names = [ids[i] for i in rows if i >= 0]
+        if policy == "stop":
+            raise resilience.non_finite_error(update, names, m)
+        logging.warning(
+            "update %d: non-finite loss or gradient (loss %s, grad_norm %s), skipped; "
+            "utterances of the batch on process %d: %s",
+            update,
+            float(m["loss"]),
+            float(m["grad_norm"]),
+            jax.process_index(),
+            ", ".join(names[:20]),
+        )
+    return int(sum(float(m["skipped"]) for m in fetched))
+
+
+def _log_train(writer, step, fetched, window, peak, n_devices, loader) -> dict:
+    """Aggregates the window's per-batch sums (fetched from device) and writes train metrics.
+
+    Non-finite batches are left out of the sums (they are counted as skipped_updates)."""
+    skipped = float(sum(m["skipped"] for m in fetched))
+    fetched = [m for m in fetched if float(m["finite"])] or fetched
     sums = {k: float(sum(m[k] for m in fetched)) for k in SUM_KEYS if k in fetched[0]}
-    updates = [m for m in fetched if float(m["updated"])]
+    updates = [m for m in fetched if float(m["updated"]) and not float(m["skipped"])]
     elapsed = max(time.perf_counter() - window["start"] - window["paused"], 1e-9)
     out = validation.summarize(sums)
     out.update(
@@ -368,6 +489,7 @@ def _log_train(writer, step, pending, window, peak, n_devices, loader) -> dict:
         step_time=elapsed / max(window["updates"], 1),
         bad_audio=window["bad"],
         epoch=loader.epoch_of(),
+        skipped_updates=skipped,
     )
     if peak:
         out["mfu"] = 100.0 * window["flops"] / elapsed / (peak * n_devices)

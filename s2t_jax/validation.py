@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from s2t_jax import sharding
 from s2t_jax.train_state import DEVICE_KEYS
 
 
@@ -50,11 +51,14 @@ def evaluate(
     encoder=None,
     max_wer_batches: int = 0,
     desc: str = "valid",
+    local_rows=None,
 ) -> dict:
     """One pass over `loader`: loss sums via `eval_fn(params, batch)`; WER via `generate_fn`.
 
     `put` moves a host batch onto the mesh. WER is computed on the first `max_wer_batches`
-    batches (0: all) when `generate_fn` and `encoder` are given.
+    batches (0: all) when `generate_fn` and `encoder` are given. With several processes each
+    one scores the rows it loaded: `local_rows(ids)` takes them from the global output, and
+    the error and word counts are summed over processes (`wer_words`: reference words scored).
     """
     loader.set_state({"consumed": 0, "plan": repr(loader.plan)})
     totals: dict[str, float] = {}
@@ -71,7 +75,7 @@ def evaluate(
             and (not max_wer_batches or n < max_wer_batches)
         ):
             ids, _ = generate_fn(params["model"], batch["features"], batch["attention_mask"])
-            ids = np.asarray(jax.device_get(ids))
+            ids = local_rows(ids) if local_rows is not None else np.asarray(jax.device_get(ids))
             for row, i in enumerate(host["index"]):
                 if i < 0:
                     continue
@@ -84,6 +88,8 @@ def evaluate(
             totals[k] = totals.get(k, 0.0) + float(v)
     loader.close()
     out = summarize(totals)
-    if words:
-        out["wer"] = 100.0 * errors / words
+    counts = sharding.process_sum({"errors": errors, "words": words})
+    if counts["words"]:
+        out["wer"] = 100.0 * counts["errors"] / counts["words"]
+        out["wer_words"] = counts["words"]
     return out

@@ -19,6 +19,8 @@ CASES = {
     "greedy_ngram3": dict(num_beams=1, no_repeat_ngram_size=3),
     "beam4": dict(num_beams=4),
     "beam5": dict(num_beams=5),
+    "beam4_early": dict(num_beams=4, early_stopping=True),
+    "beam5_early": dict(num_beams=5, early_stopping=True),
     "beam4_lp2_early": dict(num_beams=4, length_penalty=2.0, early_stopping=True),
     "beam5_lp0.5_early": dict(num_beams=5, length_penalty=0.5, early_stopping=True),
     "beam5_lp1.5_not_early": dict(num_beams=5, length_penalty=1.5, early_stopping=False),
@@ -47,7 +49,24 @@ def _check(hf, ours, x, mask, **kwargs):
 def test_generate_matches_transformers(varied, name, case):
     hf, ours, _ = varied(name)
     x, mask = speech_features(ours.config.input_feat_per_channel)
-    _check(hf, ours, x, mask, **CASES[case])
+    kwargs = CASES[case]
+    _check(hf, ours, x, mask, **kwargs)
+    if kwargs["num_beams"] > 1 and "num_return_sequences" not in kwargs:
+        # Every finished hypothesis, in order, with its score: the whole finished set.
+        _check(hf, ours, x, mask, num_return_sequences=kwargs["num_beams"], **kwargs)
+
+
+def test_beam_settings_change_the_result(varied):
+    """Guards the beam cases from being vacuous: on this model, early stopping and the length
+    penalty change which hypotheses win."""
+    _, ours, _ = varied("wide_untied")
+    x, mask = speech_features(ours.config.input_feat_per_channel)
+    names = ["beam4", "beam4_early", "beam4_lp2_early", "beam4_never", "beam4_lp-1_not_early"]
+    outputs = {
+        ours.generate(x, mask, max_length=MAX_LENGTH, buckets=None, **CASES[n]).tobytes()
+        for n in names
+    }
+    assert len(outputs) >= 4
 
 
 @pytest.mark.parametrize("case", ["greedy", "beam4", "beam5_lp0.5_early", "beam5_return3"])

@@ -136,6 +136,33 @@ def _search_with(model, x, mask, num_beams, max_length, beam=True):
     )
 
 
+def test_search_step_matches_the_model_decode_step(varied, beams=3):
+    """The searches' own cached step (per-item cross K/V, head-major cache, growing length)
+    against the model's decode_step, on random token histories."""
+    _, ours, _ = varied("conv3_gelu_untied")
+    module, variables = Speech2Text(ours.config), {"params": ours.params}
+    x, mask = speech_features(ours.config.input_feat_per_channel, seconds=(1.1, 0.7))
+    enc, enc_mask = module.apply(variables, x, mask, method=Speech2Text.encode)
+    rows = np.repeat(np.arange(2), beams)  # beams of an item are adjacent rows
+    ref_cache = module.apply(
+        variables, enc[rows], enc_mask[rows], 12, method=Speech2Text.init_cache
+    )
+    cache = module.apply(variables, enc, enc_mask, beams, 4, method=generation._init_search_cache)
+    ref_step = jax.jit(
+        lambda t, i, c: module.apply(variables, t, i, c, method=Speech2Text.decode_step)
+    )
+    step = jax.jit(
+        lambda t, i, c: module.apply(variables, t, i, c, beams, 12, method=generation._search_step)
+    )
+    tokens = np.random.default_rng(0).integers(0, ours.config.vocab_size, (12, 2 * beams))
+    for index in range(10):
+        if index == 4:
+            cache = generation.grow_self_cache(cache, 11)
+        ref, ref_cache = ref_step(tokens[index], index, ref_cache)
+        out, cache = step(tokens[index], index, cache)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=2e-5, rtol=1e-5)
+
+
 def test_beam_width_one_equals_greedy(varied):
     _, ours, _ = varied("wide_untied")
     x, mask = speech_features(ours.config.input_feat_per_channel)

@@ -84,6 +84,7 @@ def audio_files(tmp_path_factory):
 
 
 def _decode_alone(model_dir, waves, **kwargs):
+    """Each window on its own (batch of one): the reference for windowed, batched decoding."""
     model = Speech2TextForConditionalGeneration.from_pretrained(model_dir)
     processor = Speech2TextProcessor.from_pretrained(model_dir)
     texts = []

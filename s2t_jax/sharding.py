@@ -1,0 +1,309 @@
+"""Sharding: the device mesh, logical axis names for every array of the train state, and the
+rules table that maps logical names to mesh axes (MaxText's scheme).
+
+Why logical names: the model code stays free of mesh axes, and one table in the config decides
+data parallelism, FSDP or tensor parallelism. The model modules are not annotated (their param
+names are fixed by checkpoint conversion), so `logical_axes` derives each array's names from its
+path and rank: `.../fc1/kernel` [in, out] is ('embed', 'mlp'), and so on. Adam's moments and
+the gradient accumulator mirror the params' paths, so one function names the whole state.
+
+Mesh axes (`MESH_AXES`):
+  * data   - pure data parallelism: params replicated, gradients all-reduced;
+  * fsdp   - data parallelism that also shards params, gradients and optimiser state (ZeRO-3):
+             XLA all-gathers each weight before use and reduce-scatters its gradient;
+  * tensor - Megatron-style splits of heads / MLP / vocab, for >1B models (unused by S2T sizes).
+The batch is split over ('data', 'fsdp') (rule 'batch'). `config.mesh` gives the sizes, one of
+them -1 ("the rest"); `config.sharding.rules` the table. A dimension whose size a rule's mesh
+axes do not divide stays replicated (logged once), so any vocabulary size works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# (logical name, mesh axis | tuple of mesh axes | None). First match wins.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vocab", "tensor"),
+    ("conv_out", "fsdp"),
+    ("conv_in", None),
+    ("norm", None),
+)
+
+# Module name -> logical names of (kernel, bias). Kernels are [in, out] (conv: [width, in, out]).
+_BY_MODULE = {
+    "q_proj": (("embed", "heads"), ("heads",)),
+    "k_proj": (("embed", "heads"), ("heads",)),
+    "v_proj": (("embed", "heads"), ("heads",)),
+    "out_proj": (("heads", "embed"), ("embed",)),
+    "fc1": (("embed", "mlp"), ("mlp",)),
+    "fc2": (("mlp", "embed"), ("embed",)),
+    "lm_head": (("embed", "vocab"), ("vocab",)),
+    "ctc": (("embed", "vocab"), ("vocab",)),
+}
+_CONV = ((None, "conv_in", "conv_out"), ("conv_out",))
+
+
+def _names(path) -> list[str]:
+    out = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                out.append(str(getattr(k, attr)))
+                break
+    return out
+
+
+def logical_axes(path, shape: Sequence[int]) -> tuple[str | None, ...]:
+    """Logical axis names of one state array, from its tree path and rank.
+
+    Unknown arrays (scalars, step counters, anything new) get None everywhere: replicated.
+    """
+    names = _names(path)
+    leaf, parent = (names[-1] if names else ""), (names[-2] if len(names) > 1 else "")
+    rank = len(shape)
+    if leaf == "embedding" and rank == 2:
+        return ("vocab", "embed")
+    if "norm" in parent and rank == 1:
+        return ("norm",)
+    pair = _CONV if parent.startswith("conv_layers") else _BY_MODULE.get(parent)
+    if pair is not None:
+        kernel, bias = pair
+        if leaf == "kernel" and rank == len(kernel):
+            return kernel
+        if leaf == "bias" and rank == 1:
+            return bias
+    return (None,) * rank
+
+
+def tree_logical_axes(tree):
+    """`logical_axes` for every leaf of a pytree of arrays or ShapeDtypeStructs."""
+    return jax.tree_util.tree_map_with_path(lambda p, x: logical_axes(p, np.shape(x)), tree)
+
+
+# --------------------------------------------------------------------------------------------
+# Mesh
+# --------------------------------------------------------------------------------------------
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
+    """{'data': -1, 'fsdp': 2} + 8 devices -> (4, 2, 1), in MESH_AXES order."""
+    cfg = dict(mesh_config or {})
+    unknown = set(cfg) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"config.mesh: unknown axes {sorted(unknown)}; known: {MESH_AXES}")
+    sizes = [int(cfg.get(a, 1)) for a in MESH_AXES]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"config.mesh={cfg}: at most one axis may be -1")
+    fixed = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if num_devices % fixed:
+            raise ValueError(
+                f"config.mesh={cfg}: {num_devices} devices are not a multiple of {fixed}"
+            )
+        sizes[sizes.index(-1)] = num_devices // fixed
+    if math.prod(sizes) != num_devices:
+        raise ValueError(f"config.mesh={cfg} needs {math.prod(sizes)} devices, have {num_devices}")
+    return tuple(sizes)
+
+
+def make_mesh(mesh_config, num_devices: int = -1) -> Mesh:
+    """The ('data', 'fsdp', 'tensor') mesh over all devices (or the first `num_devices`).
+
+    Devices are ordered process-major, so each process's devices hold one contiguous block of
+    the batch: the rows its loader reads (pipeline.LoadBatch). On TPU/GPU with every device in
+    use, mesh_utils lays the axes along the physical interconnect instead.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if num_devices and num_devices > 0:
+        if num_devices > len(devices):
+            raise ValueError(f"num_devices={num_devices}, but only {len(devices)} exist")
+        if jax.process_count() > 1 and num_devices != len(devices):
+            raise ValueError("num_devices must be -1 (all devices) when running multi-process")
+        devices = devices[:num_devices]
+    shape = mesh_shape(mesh_config, len(devices))
+    array = None
+    if devices[0].platform in ("tpu", "gpu") and len(devices) == jax.device_count():
+        try:
+            from jax.experimental import mesh_utils
+
+            array = mesh_utils.create_device_mesh(shape, devices)
+        except (ValueError, NotImplementedError, AssertionError) as e:
+            logging.warning("mesh_utils could not lay out %s (%s); using device order", shape, e)
+    if array is None:
+        array = np.asarray(devices).reshape(shape)
+    return Mesh(array, MESH_AXES)
+
+
+# --------------------------------------------------------------------------------------------
+# Logical names -> PartitionSpecs
+# --------------------------------------------------------------------------------------------
+
+_warned: set = set()
+
+
+def _rule_table(rules) -> dict:
+    table = {}
+    for name, axes in rules:
+        table.setdefault(name, axes)
+    return table
+
+
+def spec_for(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules) -> P:
+    """Logical names of one array -> PartitionSpec on `mesh`.
+
+    Mesh axes of size 1 are dropped (they shard nothing), a mesh axis is used at most once per
+    array, and a dimension the mesh axes do not divide stays replicated.
+    """
+    table = _rule_table(rules)
+    used: set = set()
+    spec = []
+    for name, dim in zip(axes, shape):
+        target = table.get(name) if name is not None else None
+        if name is not None and name not in table and ("missing", name) not in _warned:
+            _warned.add(("missing", name))
+            logging.warning("sharding rules have no entry for %r: replicated", name)
+        if target is None:
+            spec.append(None)
+            continue
+        target = (target,) if isinstance(target, str) else tuple(target)
+        for a in target:
+            if a not in mesh.shape:
+                raise ValueError(f"sharding rule {name!r} -> {a!r}: no such mesh axis")
+        target = tuple(a for a in target if mesh.shape[a] > 1 and a not in used)
+        size = math.prod(mesh.shape[a] for a in target)
+        if not target or dim % size:
+            if target and (name, dim, size) not in _warned:
+                _warned.add((name, dim, size))
+                logging.info(
+                    "%r dim %d not divisible by %s=%d: replicated", name, dim, target, size
+                )
+            spec.append(None)
+            continue
+        used.update(target)
+        spec.append(target[0] if len(target) == 1 else target)
+    while spec and spec[-1] is None:
+        spec.pop()
+    return P(*spec)
+
+
+def tree_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES):
+    """NamedSharding for every leaf of a state pytree (arrays or ShapeDtypeStructs)."""
+
+    def one(path, x):
+        shape = np.shape(x)
+        return NamedSharding(mesh, spec_for(logical_axes(path, shape), shape, mesh, rules))
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def batch_spec(mesh: Mesh, rules=DEFAULT_RULES) -> P:
+    """Leading (batch) dimension over the mesh axes of rule 'batch'; the rest replicated."""
+    target = _rule_table(rules).get("batch")
+    target = () if target is None else (target,) if isinstance(target, str) else tuple(target)
+    target = tuple(a for a in target if mesh.shape[a] > 1)
+    if not target:
+        return P()
+    return P(target[0] if len(target) == 1 else target)
+
+
+def batch_shards(mesh: Mesh, rules=DEFAULT_RULES) -> int:
+    """How many ways the batch is split: global batch sizes must be a multiple of this."""
+    spec = batch_spec(mesh, rules)
+    if not spec:
+        return 1
+    axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+# --------------------------------------------------------------------------------------------
+# Host <-> global arrays across processes
+# --------------------------------------------------------------------------------------------
+
+
+def process_row_indices(sharding: NamedSharding, num_rows: int) -> np.ndarray:
+    """Global rows of a [num_rows, ...] batch that this process's devices hold, ascending.
+
+    `jax.make_array_from_process_local_data` places a process's local rows at exactly these
+    positions, in this order; `process_rows` reads them back.
+    """
+    rows = set()
+    for index in sharding.addressable_devices_indices_map((num_rows,)).values():
+        start, stop, _ = index[0].indices(num_rows)
+        rows.update(range(start, stop))
+    return np.asarray(sorted(rows), np.int64)
+
+
+def process_rows(x: jax.Array, sharding: NamedSharding) -> np.ndarray:
+    """This process's rows of a global array, as fed in through `sharding` (host numpy).
+
+    Works whatever the array's own sharding (rows sharded or replicated): each wanted row is
+    copied from an addressable shard that holds it. Only this process's devices are read.
+    """
+    want = process_row_indices(sharding, x.shape[0])
+    if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))[want]
+    out = np.empty((len(want), *x.shape[1:]), x.dtype)
+    filled = np.zeros(len(want), bool)
+    for shard in x.addressable_shards:
+        start, stop, _ = shard.index[0].indices(x.shape[0])
+        lo, hi = np.searchsorted(want, [start, stop])
+        todo = np.arange(lo, hi)[~filled[lo:hi]]
+        if len(todo):
+            data = np.asarray(shard.data)
+            out[todo] = data[want[todo] - start]
+            filled[todo] = True
+    if not filled.all():
+        raise ValueError("this process's devices do not hold all of its rows of the array")
+    return out
+
+
+def process_sum(values: dict) -> dict:
+    """Sums a flat dict of host numbers over processes (every process gets the totals)."""
+    if jax.process_count() == 1:
+        return dict(values)
+    from jax.experimental import multihost_utils
+
+    keys = sorted(values)
+    local = np.asarray([float(values[k]) for k in keys], np.float64)
+    total = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, len(keys)).sum(0)
+    return dict(zip(keys, total.tolist()))
+
+
+# --------------------------------------------------------------------------------------------
+# Accounting
+# --------------------------------------------------------------------------------------------
+
+
+def bytes_per_device(tree) -> dict:
+    """{device: bytes of `tree` that device holds}, over this process's devices."""
+    out: dict = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            out[shard.device] = out.get(shard.device, 0) + shard.data.nbytes
+    return out
+
+
+def describe(tree, shardings) -> str:
+    """One log line per distinct spec: how much of the state each layout covers."""
+    counts: dict = {}
+    for leaf, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+        key = str(s.spec)
+        n, size = counts.get(key, (0, 0))
+        counts[key] = (n + 1, size + int(np.prod(np.shape(leaf))))
+    return "; ".join(
+        f"{spec}: {n} arrays, {size / 1e6:.2f}M values"
+        for spec, (n, size) in sorted(counts.items(), key=lambda kv: -kv[1][1])
+    )

@@ -1,0 +1,118 @@
+"""Two processes x 2 CPU devices (jax.distributed over gloo) train exactly like 1 x 4 devices.
+
+Each process reads only its half of every batch, only process 0 writes logs, Orbax saves
+collectively, and validation counts each dev utterance once. The two processes run train.py;
+the 4-device reference runs in this process (on 4 of the session's 8 devices) meanwhile.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from s2t_jax import checkpointing
+from s2t_jax.metrics_writer import read_metrics
+from tests.training.synthetic import write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STEPS = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+OVERRIDES = {
+    "max_update": STEPS,
+    "save_interval_updates": STEPS,
+    "log_interval": 1,
+    "wer.max_batches": 0,  # the whole dev set
+    "data.buckets": (32,),
+}
+
+
+def _start(workdir, corpus, process_id, port):
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+    )
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config=configs/debug.py",
+        f"--workdir={workdir}",
+        f"--config.data.root={corpus}",
+        *[f"--config.{k}={v}" for k, v in OVERRIDES.items()],
+        f"--coordinator_address=localhost:{port}",
+        "--num_processes=2",
+        f"--process_id={process_id}",
+    ]
+    log = open(os.path.join(os.path.dirname(workdir), f"process{process_id}.log"), "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _wait(proc, log):
+    try:
+        rc = proc.wait(240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    with open(log.name) as f:
+        return rc, f.read()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(str(tmp_path_factory.mktemp("corpus")), num_train=48, num_dev=12)
+
+
+def test_two_processes_train_like_one(corpus, tmp_path):
+    from s2t_jax.trainer import train_and_evaluate
+    from tests.training.helpers import debug_config
+
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    port = _free_port()
+    procs = [_start(two, corpus, i, port) for i in range(2)]
+    try:
+        config = debug_config(**{"data.root": corpus, "num_devices": 4, **OVERRIDES})
+        train_and_evaluate(config, one)
+    finally:
+        results = [_wait(*p) for p in procs]
+    for rc, out in results:
+        assert rc == 0, out[-4000:]
+    assert "process 1 of 2" in results[1][1] and "[train]" not in results[1][1]
+    assert "2 processes, batch split 4 ways" in results[0][1]
+
+    want, got = read_metrics(one, "train"), read_metrics(two, "train")
+    assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, STEPS + 1))
+    for a, b in zip(got, want):
+        for key in ("loss", "nll_loss", "ntokens", "nsentences", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), (a["step"], key)
+    (v2,), (v1,) = read_metrics(two, "valid"), read_metrics(one, "valid")
+    with open(os.path.join(corpus, "dev.tsv")) as f:
+        words = sum(len(line.split("\t")[3].split()) for line in list(f)[1:])
+    assert v1["wer_words"] == v2["wer_words"] == words  # every dev utterance scored once
+    for key in ("loss", "accuracy", "wer"):
+        assert v2[key] == pytest.approx(v1[key], rel=1e-5, abs=1e-6), key
+
+    def final_params(workdir):
+        ckpt = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
+        try:
+            state, _ = ckpt.restore(STEPS)
+        finally:
+            ckpt.close()
+        return jax.tree_util.tree_flatten_with_path(state["params"])[0]
+
+    for (path, a), (_, b) in zip(final_params(two), final_params(one)):
+        # k_proj biases have a zero true gradient: Adam turns float noise into +-lr steps
+        if "k_proj" not in jax.tree_util.keystr(path) or np.ndim(a) > 1:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(path))
