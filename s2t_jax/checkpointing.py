@@ -45,8 +45,11 @@ class TrainCheckpointer:
     """Orbax CheckpointManager for training: state + JSON metadata per step, saved async.
 
     Layout: `<directory>/<step>/{state,meta}`. `meta` holds the data iterator state and the
-    run's seed. Kept: the last `keep_last` checkpoints plus the `keep_best` best by
-    `best_metric` (passed as metrics to `save`; `best_mode` "min" or "max").
+    run's seed and a fingerprint of the state (s2t_jax/resilience.py). Kept: the last
+    `keep_last` checkpoints plus the `keep_best` best by `best_metric` (passed as metrics to
+    `save`; `best_mode` "min" or "max"). `cleanup_tmp` removes half-written steps a crash left
+    behind; only the run that writes the directory may set it (a reader would delete the
+    save in progress).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class TrainCheckpointer:
         best_metric: str = "loss",
         best_mode: str = "min",
         async_save: bool = True,
+        cleanup_tmp: bool = False,
     ):
         from orbax.checkpoint import checkpoint_managers as cm
 
@@ -74,6 +78,7 @@ class TrainCheckpointer:
             preservation_policy=cm.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
             create=True,
+            cleanup_tmp_directories=cleanup_tmp,
         )
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(

@@ -27,7 +27,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 from jax import lax
 
@@ -254,16 +253,3 @@ def non_finite_error(step: int, ids: list[str], metrics: dict) -> NonFiniteLoss:
         f"the batch on process {jax.process_index()}: {shown or '(none)'}. "
         f"Set config.nan_policy='skip' to skip such updates instead."
     )
-
-
-def select_finite(ok, new, old):
-    """new where `ok` (a traced bool), else old: for every leaf. Used to skip bad updates."""
-    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-
-
-def all_finite(tree):
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def host_finite(x) -> bool:
-    return bool(np.all(np.isfinite(np.asarray(x))))

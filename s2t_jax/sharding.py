@@ -37,6 +37,8 @@ DEFAULT_RULES = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("vocab", "tensor"),
+    ("table_vocab", ("tensor", "fsdp")),
+    ("table_embed", None),
     ("conv_out", "fsdp"),
     ("conv_in", None),
     ("norm", None),
@@ -75,7 +77,10 @@ def logical_axes(path, shape: Sequence[int]) -> tuple[str | None, ...]:
     leaf, parent = (names[-1] if names else ""), (names[-2] if len(names) > 1 else "")
     rank = len(shape)
     if leaf == "embedding" and rank == 2:
-        return ("vocab", "embed")
+        # The lookup's output [B, L, D] inherits a sharded D from the table, which clashes with
+        # the batch sharding of the activations (XLA then replicates and re-splits it every
+        # step); rows sharded over the vocabulary do not.
+        return ("table_vocab", "table_embed")
     if "norm" in parent and rank == 1:
         return ("norm",)
     pair = _CONV if parent.startswith("conv_layers") else _BY_MODULE.get(parent)

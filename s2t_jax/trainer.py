@@ -51,7 +51,6 @@ SUM_KEYS = (
     "nsentences",
     "frames",
     "ctc_loss",
-    "skipped",
 )
 
 
@@ -208,6 +207,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         best_metric=config.best_checkpoint_metric,
         best_mode="max" if config.maximize_best_checkpoint_metric else "min",
         async_save=config.async_checkpointing,
+        cleanup_tmp=True,
     )
     seed = config.seed
     target = jax.tree.map(
@@ -322,7 +322,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if generate_fn is not None and params_sharded:
             # Decoding is a loop of small steps: gather the weights once, not at every token.
             whole = replicate(state["params"]["model"])
-            generate = lambda _, feats, mask: generate_fn(whole, feats, mask)  # noqa: E731
+
+            def generate(_, feats, mask):
+                return generate_fn(whole, feats, mask)
+
         metrics = validation.evaluate(
             valid_loader,
             put,

@@ -142,8 +142,12 @@ def main(argv=None) -> int:
 
     if args.compilation_cache:
         enable_compilation_cache(args.compilation_cache)
-    model = Speech2TextForConditionalGeneration.from_pretrained(args.model)
-    processor = Speech2TextProcessor.from_pretrained(args.model)
+    try:
+        model = Speech2TextForConditionalGeneration.from_pretrained(args.model)
+        processor = Speech2TextProcessor.from_pretrained(args.model)
+    except (OSError, ValueError) as err:  # missing dir, config, weights or tokenizer files
+        print(f"error: --model {args.model}: {err}", file=sys.stderr)
+        return 2
     kwargs = {}
     if args.tgt_lang is not None:
         codes = getattr(processor.tokenizer, "lang_code_to_id", None) or {}

@@ -134,6 +134,9 @@ def test_all_files_failing_exits_nonzero(model_dir, audio_files, capsys):
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and err.count("skipped") == 2
     assert main(["--model", str(model_dir), "--tgt_lang", "xx", str(audio_files["short"])]) == 2
+    missing = str(audio_files["missing"].parent / "no_model")
+    assert main(["--model", missing, str(audio_files["short"])]) == 2
+    assert "no_model" in capsys.readouterr().err
 
 
 def test_split_windows_edges():

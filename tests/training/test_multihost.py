@@ -116,3 +116,45 @@ def test_two_processes_train_like_one(corpus, tmp_path):
         # k_proj biases have a zero true gradient: Adam turns float noise into +-lr steps
         if "k_proj" not in jax.tree_util.keystr(path) or np.ndim(a) > 1:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(path))
+
+
+ROWS_SCRIPT = """
+import sys
+import numpy as np
+from s2t_jax import distributed
+pid = int(sys.argv[1])
+distributed.initialize(f"localhost:{sys.argv[2]}", 2, pid)
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+from s2t_jax import sharding
+mesh = sharding.make_mesh({"data": 2, "fsdp": 2})
+feed = NamedSharding(mesh, sharding.batch_spec(mesh))
+local = np.arange(4 * 3, dtype=np.float32).reshape(4, 3) + 100 * pid  # this process's rows
+x = jax.make_array_from_process_local_data(feed, local)
+assert x.shape == (8, 3)
+for out in (NamedSharding(mesh, P()), NamedSharding(mesh, P("fsdp")), feed):
+    y = jax.jit(lambda a: 2 * a, out_shardings=out)(x)
+    np.testing.assert_array_equal(sharding.process_rows(y, feed), 2 * local)
+assert sharding.process_sum({"n": pid + 1, "m": 0.5}) == {"n": 3.0, "m": 1.0}
+print("rows ok", pid)
+"""
+
+
+def test_each_process_gets_back_exactly_the_rows_it_fed():
+    """What sharded validation relies on: a process's hypotheses are its own utterances'."""
+    port = _free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ROWS_SCRIPT, str(i), str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0 and f"rows ok {i}" in out, out[-3000:]

@@ -126,6 +126,7 @@ def test_killed_and_preempted_runs_resume_bitwise(corpus, tmp_path):
     # 3. SIGKILL between checkpoints, 5 updates into the run
     rc, out = _finish(*_start(broken, corpus, cache, kill_after_steps=5))
     assert rc == -signal.SIGKILL and "SIGKILL after step" in out, out[-3000:]
+    assert not set(tmp) & set(glob.glob(os.path.join(broken, "checkpoints", "*"))), "cleaned up"
 
     # 4. SIGTERM (preemption) 10 updates in, so after a regular save: saves the current step
     #    and exits 0
@@ -179,6 +180,7 @@ def _flip_bytes(step_dir):
         f.write(b"\x00" * 64)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's reader
 @pytest.mark.parametrize("damage", [_truncate_data, _delete_metadata, _flip_bytes])
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(damage, tmp_path, caplog):
     directory = str(tmp_path / "checkpoints")
