@@ -135,7 +135,11 @@ def base_config() -> ml_collections.ConfigDict:
     # A non-finite loss or gradient norm: "skip" the update (counted as skipped_updates) or
     # "stop" the run naming the step and utterances. The bad update is never applied.
     c.nan_policy = "skip"
-    c.wer = ml_collections.ConfigDict(dict(enabled=True, max_length=200, max_batches=20))
+    # Greedy decoding of (part of) the dev split at each validation. metric: "wer" (ASR) or
+    # "bleu" (ST: sacrebleu 13a on detokenised text, as fairseq's --eval-bleu).
+    c.wer = ml_collections.ConfigDict(
+        dict(enabled=True, max_length=200, max_batches=20, metric="wer")
+    )
     c.log_interval = 100
     c.peak_flops = 0.0  # per-device peak for MFU; 0: from the table (measured on CPU)
     c.measure_cpu_peak = True

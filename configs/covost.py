@@ -51,7 +51,7 @@ def get_config(arg=None):
         c.max_tokens = 50000 if src == "en" else 40000
         c.max_update = 30000
         c.encoder_freezing_updates = 1000
-        c.wer.enabled = False
+        c.wer.metric = "bleu"
     else:
         raise ValueError(f"covost variant {arg.variant!r}: expected asr or st")
     if arg.runlocal:

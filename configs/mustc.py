@@ -42,7 +42,7 @@ def get_config(arg=None):
         c.data.config_yaml = "config_st.yaml"
         c.data.train_subset, c.data.valid_subset = "train_st", "dev_st"
         c.lr = 2e-3
-        c.wer.enabled = False  # BLEU is eval.py's job; loss picks the best checkpoint
+        c.wer.metric = "bleu"
     elif arg.variant in ("joint_asr", "multi_st"):
         task = "asr" if arg.variant == "joint_asr" else "st"
         c.model = common.model_config("medium", vocab_size=10000, tied=False)
@@ -53,7 +53,7 @@ def get_config(arg=None):
         c.lr = 1e-3 if task == "asr" else 2e-3
         if task == "st":
             c.ignore_prefix_size = 1  # the <lang:xx> tag is given, not predicted
-            c.wer.enabled = False
+            c.wer.metric = "bleu"  # with each utterance's <lang:xx> forced first
     else:
         raise ValueError(f"mustc variant {arg.variant!r}: expected asr, st, joint_asr, multi_st")
     if arg.runlocal:

@@ -157,7 +157,10 @@ class SearchOptions(NamedTuple):
     compiled search. Built by `search_options`."""
 
     min_length: jax.Array  # int32 scalar
-    forced_bos_token_id: jax.Array  # int32 scalar, -1 for none
+    # int32 scalar, -1 for none; or [rows] int32, one forced token per row (search() repeats a
+    # per-item [batch] array over the beams): validation of multilingual ST forces each
+    # utterance's own target-language tag.
+    forced_bos_token_id: jax.Array
     length_penalty: jax.Array  # float32 scalar
     penalty_table: jax.Array  # [max_length + 1] float32: n ** length_penalty, as transformers
     early_stopping: jax.Array  # int32 scalar: 0 False, 1 True, 2 "never"
@@ -189,7 +192,9 @@ def make_logits_processor(ngram_size: int, eos_token_id: int | None, options: Se
             ban = (cur_len < options.min_length) & (ids == eos_token_id)
             scores = jnp.where(ban, -jnp.inf, scores)
         bos = options.forced_bos_token_id
-        forced = jnp.where(ids == bos, 0.0, -jnp.inf).astype(scores.dtype)  # [vocab]
+        if bos.ndim:  # one forced token per row
+            bos = bos[:, None]  # [rows, 1]
+        forced = jnp.where(ids == bos, 0.0, -jnp.inf).astype(scores.dtype)  # [(rows,) vocab]
         return jnp.where((cur_len == 1) & (bos >= 0), forced, scores)
 
     return process
@@ -330,6 +335,9 @@ def search(module: Speech2Text, static: StaticSettings, params, features, mask, 
             variables, tokens, index, cache, s.num_beams, s.max_length, method=_search_step
         )
 
+    if options.forced_bos_token_id.ndim and s.num_beams > 1:  # [batch] -> [batch * beams]
+        bos = jnp.repeat(options.forced_bos_token_id, s.num_beams)
+        options = options._replace(forced_bos_token_id=bos)
     process = make_logits_processor(s.no_repeat_ngram_size, s.eos_token_id, options)
     if s.num_beams == 1:
         ids, lengths, scores = greedy_search(
@@ -438,8 +446,13 @@ def make_generate_fn(
     options = search_options(settings)
     beams, returned = settings.num_beams, settings.num_return_sequences
 
-    def generate_fn(params, features, attention_mask=None):
-        ids, scores, lengths = run(params, features, attention_mask, options)
+    def generate_fn(params, features, attention_mask=None, forced_bos_token_ids=None):
+        # forced_bos_token_ids: optional [batch] int32, a forced first token per utterance
+        # (-1: none) in place of the single forced_bos_token_id.
+        opts = options
+        if forced_bos_token_ids is not None:
+            opts = opts._replace(forced_bos_token_id=jnp.asarray(forced_bos_token_ids, jnp.int32))
+        ids, scores, lengths = run(params, features, attention_mask, opts)
         ids, scores, lengths = _select_returned(ids, scores, lengths, beams, returned)
         return (ids, scores, lengths) if return_lengths else (ids, scores)
 

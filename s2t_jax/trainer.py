@@ -335,6 +335,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             encoder,
             config.wer.max_batches,
             local_rows=lambda ids: sharding.process_rows(ids, data_sharding),
+            metric=config.wer.get("metric", "wer"),
+            force_prefix=data.prepend_tgt_lang_tag,
         )
         metrics["seconds"] = time.perf_counter() - start
         writer.write(step, "valid", metrics)

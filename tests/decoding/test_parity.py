@@ -130,3 +130,26 @@ def test_return_dict(varied):
     )
     np.testing.assert_array_equal(out.sequences, ref_ids)
     np.testing.assert_allclose(out["sequences_scores"], ref_scores, **SCORE_TOL)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_forced_bos_per_utterance(varied, num_beams):
+    """A [batch] array of forced first tokens (validation of multilingual ST forces each
+    utterance's own language tag): row i matches transformers run with that row's token."""
+    from s2t_jax.generation import make_generate_fn
+
+    hf, ours, _ = varied("wide_untied")
+    x, mask = speech_features(ours.config.input_feat_per_channel)
+    langs = [ours.config.vocab_size - 3, ours.config.vocab_size - 4]
+    per_row = np.asarray([langs[i % 2] for i in range(len(x))], np.int32)
+    fn = make_generate_fn(ours.config, num_beams=num_beams, max_length=MAX_LENGTH)
+    ids, _ = fn(ours.params, x, mask, forced_bos_token_ids=per_row)
+    ids = np.asarray(ids)
+    pad = ours.config.pad_token_id
+    for lang in langs:
+        ref, _ = hf_generate(hf, x, mask, num_beams=num_beams, max_length=MAX_LENGTH,
+                             forced_bos_token_id=lang)  # fmt: skip
+        for row in np.flatnonzero(per_row == lang):
+            got = ids[row][ids[row] != pad]
+            np.testing.assert_array_equal(got, ref[row][ref[row] != pad])
+    assert (ids[:, 1] == per_row).all()
