@@ -38,10 +38,13 @@ from s2t_jax.buckets import DEFAULT_BUCKETS, bucket_for, pad_axis
 from s2t_jax.greedy import greedy_search
 from s2t_jax.layers import DTYPES
 from s2t_jax.model import Speech2Text
+from s2t_jax.subsampler import subsampled_lengths
 
 # Times each search has been traced, by static settings; a second call that only changes the
 # input length within a bucket must not add to it (see tests/decoding/test_compile.py).
 TRACE_COUNTS: collections.Counter = collections.Counter()
+# Encoder traces by padded input shape, for generate()'s length groups (see length_groups).
+ENCODER_TRACES: collections.Counter = collections.Counter()
 
 # transformers' global defaults (GenerationConfig), used when no file sets a value.
 GLOBAL_DEFAULTS = dict(
@@ -321,9 +324,14 @@ def search(module: Speech2Text, static: StaticSettings, params, features, mask, 
     ids [batch * beams, max_length] int32, scores [batch * beams] float32 and
     lengths [batch * beams] int32 counting the start token.
     """
+    enc, enc_mask = module.apply({"params": params}, features, mask, method=Speech2Text.encode)
+    return search_encoded(module, static, params, enc, enc_mask, options)
+
+
+def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc_mask, options):
+    """`search` from encoder states enc [batch, src, d_model] and enc_mask [batch, src]."""
     s = static
     variables = {"params": params}
-    enc, enc_mask = module.apply(variables, features, mask, method=Speech2Text.encode)
     batch = enc.shape[0]
     segments = cache_segments(s.max_length)
     cache = module.apply(
@@ -384,17 +392,35 @@ def _select_returned(ids, scores, lengths, num_beams: int, num_return: int):
     return keep(ids), keep(scores), keep(lengths)
 
 
-def _search_fn(config, static: StaticSettings):
-    """jit(params, features, mask, options) -> (ids, scores, lengths) for every beam slot."""
+def _search_fn(config, static: StaticSettings, encoded: bool = False):
+    """jit(params, features, mask, options) -> (ids, scores, lengths) for every beam slot.
+
+    encoded=True: jit(params, enc, enc_mask, options), the search from encoder states.
+    """
     module = Speech2Text(config)
     dtype = DTYPES[config.dtype]
 
     def run(params, features, mask, options):
         TRACE_COUNTS[static] += 1  # runs at trace time only
+        if encoded:
+            return search_encoded(module, static, params, features, mask, options)
         features = jnp.asarray(features, dtype)
         if mask is not None:
             mask = jnp.asarray(mask, jnp.int32)
         return search(module, static, params, features, mask, options)
+
+    return jax.jit(run)
+
+
+def _encoder_fn(config):
+    """jit(params, features, mask) -> (enc [batch, src, d_model], enc_mask [batch, src])."""
+    module = Speech2Text(config)
+    dtype = DTYPES[config.dtype]
+
+    def run(params, features, mask):
+        ENCODER_TRACES[features.shape] += 1  # runs at trace time only
+        features = jnp.asarray(features, dtype)
+        return module.apply({"params": params}, features, mask, method=Speech2Text.encode)
 
     return jax.jit(run)
 
@@ -584,11 +610,87 @@ def _architecture_key(config) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
 
-def _search_for(model, static: StaticSettings):
-    key = (_architecture_key(model.config), static)
+def _search_for(model, static: StaticSettings, encoded: bool = False):
+    key = (_architecture_key(model.config), static, encoded)
     if key not in _SEARCHES:
-        _SEARCHES[key] = _search_fn(model.config, static)
+        _SEARCHES[key] = _search_fn(model.config, static, encoded)
     return _SEARCHES[key]
+
+
+def receptive_margin(config) -> int:
+    """Frames past an utterance's end that its valid encoder states can see.
+
+    Each stride-2 conv with kernel k maps output frame i to inputs 2i - k//2 .. 2i + k//2, so
+    the last valid state of n layers reaches sum_j 2**(j-1) * (k_j // 2) frames past the end
+    (6 for the released 5, 5 kernels). Attention masks everything further; so encoding an
+    utterance padded to at least length + margin gives the states it gets in any longer batch.
+    """
+    return sum(2**j * (k // 2) for j, k in enumerate(config.conv_kernel_sizes))
+
+
+def length_groups(lengths, frames: int, buckets, config, overhead: int = 64):
+    """Splits a padded batch into groups of similar length, each encoded at its own bucket.
+
+    lengths [batch] valid frames; frames: the batch's padded length (itself a bucket). Returns
+    [(rows, group_frames), ...], or None when one group (the plain padded batch) is cheapest.
+    A group's rows are padded up to a power of two (bounding encoder compiles to
+    len(buckets) x log2(batch) shapes), so the cost of a group is padded rows x frames, plus
+    `overhead` frames per call. The split is the cheapest partition of the rows sorted by
+    length into runs (a small dynamic program over the distinct buckets).
+    """
+    if not buckets:
+        return None
+    lengths = np.asarray(lengths)
+    need = np.minimum(lengths + receptive_margin(config), frames)
+    sizes = np.asarray([min(bucket_for(n, buckets), frames) for n in need])
+    order = np.argsort(sizes, kind="stable")
+    distinct = sorted(set(sizes.tolist()))
+    upto = np.cumsum([int((sizes == b).sum()) for b in distinct])  # rows with bucket <= b
+    pow2 = lambda n: 1 << (int(n) - 1).bit_length()  # noqa: E731
+
+    # best[j]: cheapest cost of the rows in the first j distinct buckets, with its cut points.
+    best = [(0, [])] + [None] * len(distinct)
+    for j in range(1, len(distinct) + 1):
+        for i in range(j):
+            rows = upto[j - 1] - (upto[i - 1] if i else 0)
+            cost = best[i][0] + pow2(rows) * distinct[j - 1] + overhead
+            if best[j] is None or cost < best[j][0]:
+                best[j] = (cost, best[i][1] + [j])
+    cuts = best[-1][1]
+    if len(cuts) == 1:
+        return None
+    groups, start = [], 0
+    for j in cuts:
+        stop = int(upto[j - 1])
+        groups.append((order[start:stop], int(distinct[j - 1])))
+        start = stop
+    return groups
+
+
+_ENCODERS: dict = {}
+
+
+def _encode_in_groups(model, params, features, mask, groups):
+    """Encodes each group at its own length -> enc [batch, src, d], enc_mask [batch, src] in
+    the batch's row order, padded to the batch's full subsampled length (so the search
+    compiles once per padded input shape, grouped or not)."""
+    key = _architecture_key(model.config)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = _encoder_fn(model.config)
+    encode = _ENCODERS[key]
+    src = int(subsampled_lengths(np.int64(features.shape[1]), model.config.num_conv_layers))
+    parts, masks, order = [], [], []
+    for rows, frames in groups:
+        size = 1 << (len(rows) - 1).bit_length()
+        f = pad_axis(features[rows, :frames], size, axis=0)
+        m = pad_axis(mask[rows, :frames], size, axis=0)
+        enc, enc_mask = encode(params, f, m)
+        pad = src - enc.shape[1]
+        parts.append(jnp.pad(enc[: len(rows)], ((0, 0), (0, pad), (0, 0))))
+        masks.append(jnp.pad(enc_mask[: len(rows)], ((0, 0), (0, pad))))
+        order.append(rows)
+    inverse = np.argsort(np.concatenate(order))
+    return jnp.concatenate(parts)[inverse], jnp.concatenate(masks)[inverse]
 
 
 def generate(
@@ -615,6 +717,7 @@ def generate(
     output_scores: bool = False,
     buckets=DEFAULT_BUCKETS,
     batch_buckets=None,
+    group_by_length: bool = True,
     params=None,
     **unsupported,
 ):
@@ -626,6 +729,11 @@ def generate(
     compiled functions. Padding is masked, but unless config.zero_padded_frames is on, the conv
     subsampler lets it touch the last valid frames, as more padding does in transformers: to
     compare with transformers on given features, pass buckets=None.
+
+    With buckets and `group_by_length` (the default), a batch of mixed lengths is encoded in
+    groups of similar length, each padded only to its own bucket (see `length_groups`), and
+    the search runs on the reassembled encoder states: the same states on every valid frame,
+    without the encoder work on another utterance's padding.
 
     Returns ids [batch * num_return_sequences, longest] (numpy int32, decoder start token
     first, pad after eos); with return_scores=True, (ids, scores); with
@@ -673,9 +781,15 @@ def generate(
     mask = pad_axis(pad_axis(mask, padded_frames, axis=1), padded_batch, axis=0)
 
     settings.validate(cfg.vocab_size)
-    run = _search_for(model, settings.static())
     params = model.params if params is None else params
-    out = run(params, features, mask, search_options(settings))
+    groups = length_groups(mask.sum(1), padded_frames, buckets, cfg) if group_by_length else None
+    if groups is None:
+        run = _search_for(model, settings.static())
+        out = run(params, features, mask, search_options(settings))
+    else:
+        enc, enc_mask = _encode_in_groups(model, params, features, mask, groups)
+        run = _search_for(model, settings.static(), encoded=True)
+        out = run(params, enc, enc_mask, search_options(settings))
     out = [np.asarray(x) for x in out]  # one transfer at the end of the search
     ids, scores, lengths = _select_returned(*out, settings.num_beams, settings.num_return_sequences)
     rows = batch * settings.num_return_sequences
