@@ -24,7 +24,9 @@ def get_config(arg=None):
         encoder_ffn_dim=576,
         decoder_ffn_dim=576,
         conv_channels=256,
-        dropout=0.1,
+        # No dropout and no SpecAugment: with 12,000 utterances and ~4 epochs, dev loss tracks
+        # train loss (nothing to regularise), and both slow early learning. On 3,000 it overfit.
+        dropout=0.0,
         attention_dropout=0.0,
         activation_dropout=0.0,
         max_source_positions=1024,
@@ -33,16 +35,18 @@ def get_config(arg=None):
     # The corpus's utterances are 1.2-4.7 s (120-470 frames): two buckets, two compiles.
     c.data.buckets = (320, 480)
     c.data.num_workers = 1
-    c.max_tokens = 12000
+    # Small batches (~22 utterances), many updates: a step costs what its frames cost here, and
+    # early on more updates beat bigger ones. 2,400 updates: ~15 minutes of a quiet 2-core CPU.
+    c.max_tokens = 8000
     c.update_freq = 1
-    c.max_update = 1000  # about 17 minutes of a quiet 2-core CPU
-    c.lr = 2e-3
-    c.warmup_updates = 300
+    c.max_update = 2400
+    c.lr = 3e-3
+    c.warmup_updates = 150
     # CTC on the encoder teaches alignment fast on small data (fairseq's --ctc-weight).
     c.ctc_weight = 0.5
-    # Mild masking: the corpus is clean and short (1-5 s); fairseq's lb masks up to 100 frames.
-    c.specaugment = "sm"
-    c.save_interval_updates = 300
+    c.specaugment = "none"
+    c.save_interval_updates = 600
+    c.validate_interval_updates = 300
     c.keep_last_checkpoints = 2
     c.log_interval = 50
     c.wer.max_length = 60
@@ -61,6 +65,7 @@ def get_config(arg=None):
         c.max_update = 6
         c.warmup_updates = 2
         c.save_interval_updates = 6
+        c.validate_interval_updates = 6
         c.log_interval = 2
         c.wer.max_length = 20
         c.wer.max_batches = 1

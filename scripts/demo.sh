@@ -15,9 +15,9 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -r requirements.txt -e .
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 
-stamp "corpus (eSpeak NG, 3000 train / 200 dev / 200 test utterances)"
+stamp "corpus (eSpeak NG, 12000 train / 200 dev / 200 test utterances)"
 python -m s2t_jax.data.demo_corpus --out "$WORKDIR/corpus" \
-  --num_train 3000 --num_dev 200 --num_test 200 --seed 0
+  --num_train 12000 --num_dev 200 --num_test 200 --seed 0
 
 stamp "train (configs/demo.py)"
 python train.py --config configs/demo.py --workdir "$WORKDIR/train" \
