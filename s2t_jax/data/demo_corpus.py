@@ -12,7 +12,9 @@ Everything is a function of the seed: sentences, voices and noise come from one 
 libespeak-ng (see `_fresh_library`), so the audio does not depend on the number of workers or on
 the order they finish in.
 
-    python -m s2t_jax.data.demo_corpus --out data/demo --num_train 3000 --num_dev 200 --num_test 200
+    python -m s2t_jax.data.demo_corpus --out data/demo --num_train 12000 --num_dev 200 --num_test 200
+
+On a quiet 2-core CPU that takes 52 s (12,400 utterances, 9.6 h of audio, two worker processes).
 """
 
 from __future__ import annotations
@@ -407,7 +409,7 @@ def _write_config(out_dir: Path, spm_prefix: str) -> None:
 
 def build_corpus(
     out_dir: str | os.PathLike,
-    num_train: int = 3000,
+    num_train: int = 12000,
     num_dev: int = 200,
     num_test: int = 200,
     seed: int = 0,
@@ -510,7 +512,7 @@ def build_corpus(
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num_train", type=int, default=3000)
+    p.add_argument("--num_train", type=int, default=12000)
     p.add_argument("--num_dev", type=int, default=200)
     p.add_argument("--num_test", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
