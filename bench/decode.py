@@ -51,21 +51,10 @@ from s2t_jax import Speech2TextForConditionalGeneration  # noqa: E402
 from s2t_jax.buckets import DEFAULT_BUCKETS, pad_to_bucket  # noqa: E402
 from s2t_jax.model import Speech2Text  # noqa: E402
 
-SMALL = dict(
-    vocab_size=10000,
-    d_model=256,
-    encoder_layers=12,
-    decoder_layers=6,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=2048,
-    decoder_ffn_dim=2048,
-    conv_channels=1024,
-    input_feat_per_channel=80,
-    max_source_positions=6000,
-    max_target_positions=1024,
-    tie_word_embeddings=False,
-)
+sys.path.insert(0, str(ROOT / "bench"))
+from shapes import S2T_SMALL  # noqa: E402
+
+SMALL = dict(S2T_SMALL, tie_word_embeddings=False)
 AUDIO = ("1272-128104-0000.flac", "1089_134686_000007_000004.wav", "jfk.flac")
 AUDIO_DIRS = (ROOT.parent / "shared" / "audio", ROOT / "tests" / "assets")
 

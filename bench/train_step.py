@@ -22,27 +22,18 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from shapes import S2T_SMALL  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from s2t_jax import flops, train_state  # noqa: E402
 from s2t_jax.config import Speech2TextConfig  # noqa: E402
 
 SMALL = dict(
-    vocab_size=10000,
-    d_model=256,
-    encoder_layers=12,
-    decoder_layers=6,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=2048,
-    decoder_ffn_dim=2048,
-    conv_channels=1024,
+    S2T_SMALL,
     conv_kernel_sizes=(5, 5),
     dropout=0.1,
     attention_dropout=0.1,
     activation_dropout=0.1,
     tie_word_embeddings=True,
-    max_source_positions=6000,
-    max_target_positions=1024,
 )
 
 

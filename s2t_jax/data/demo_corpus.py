@@ -50,6 +50,7 @@ __all__ = [
     "make_sentences",
     "n_fbank_frames",
     "synthesize",
+    "train_spm",
 ]
 
 SAMPLE_RATE = 16_000
@@ -349,8 +350,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _train_spm(out_dir: Path, texts: list[str], vocab_size: int) -> str:
+def train_spm(out_dir: Path, texts: list[str], vocab_size: int) -> str:
     """fairseq's recipe (unigram, full character coverage, <s>=0 <pad>=1 </s>=2 <unk>=3).
+
+    Writes `spm_unigram{vocab_size}.model` and its fairseq dictionary `.txt` under out_dir;
+    returns that prefix.
 
     One thread keeps training reproducible, and the model comes back through `model_writer`
     rather than `model_prefix` because the prefix (an absolute path) would be stored in the
@@ -492,7 +496,7 @@ def build_corpus(
     for split in SPLITS:
         header = "id\taudio\tn_frames\ttgt_text\tspeaker\n"
         _atomic_write(out / f"{split}.tsv", header + "".join(rows[split]))
-    spm_prefix = _train_spm(out, sentences["train"], vocab_size)
+    spm_prefix = train_spm(out, sentences["train"], vocab_size)
     _write_config(out, spm_prefix)
 
     info = {

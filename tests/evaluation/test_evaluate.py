@@ -27,6 +27,7 @@ import torch
 
 from s2t_jax import evaluate as ev
 from s2t_jax.buckets import bucket_for
+from s2t_jax.data.demo_corpus import train_spm
 from s2t_jax.metrics import TextNormalizer
 from tests.hf_models import make_hf_model
 
@@ -62,31 +63,10 @@ def compilation_cache(tmp_path_factory):
 
 
 def _write_spm(root, texts, vocab_size=40):
-    """fairseq's spm recipe (specials 0..3) -> spm.model + dict.txt; returns the dict size."""
-    import io
-
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        model_type="unigram",
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        hard_vocab_limit=False,
-        num_threads=1,
-        bos_id=0,
-        pad_id=1,
-        eos_id=2,
-        unk_id=3,
-        minloglevel=2,
-    )
-    (root / "spm.model").write_bytes(model.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    pieces = [sp.id_to_piece(i) for i in range(4, sp.get_piece_size())]
-    (root / "dict.txt").write_text("".join(f"{p} 1\n" for p in pieces))
-    return 4 + len(pieces)
+    """fairseq's spm recipe (specials 0..3) -> (model file name, dict file name, dict size)."""
+    prefix = train_spm(root, texts, vocab_size)
+    pieces = (root / f"{prefix}.txt").read_text().splitlines()
+    return f"{prefix}.model", f"{prefix}.txt", 4 + len(pieces)
 
 
 def _wave(rng, seconds):
@@ -118,14 +98,20 @@ def corpus(tmp_path_factory):
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["id", "audio", "n_frames", "tgt_text", "speaker"])
         w.writerows(r + ("spk",) for r in rows)
-    vocab = _write_spm(root, texts + [" ".join(WORDS)] * 3)
+    spm_model, dict_file, vocab = _write_spm(root, texts + [" ".join(WORDS)] * 3)
     (root / "config.yaml").write_text(
-        "vocab_filename: dict.txt\n"
-        "bpe_tokenizer: {bpe: sentencepiece, sentencepiece_model: spm.model}\n"
+        f"vocab_filename: {dict_file}\n"
+        f"bpe_tokenizer: {{bpe: sentencepiece, sentencepiece_model: {spm_model}}}\n"
         "input_feat_per_channel: 80\ninput_channels: 1\n"
         "transforms:\n  '*': [utterance_cmvn]\n"
     )
-    return {"root": root, "manifest": str(root / "test.tsv"), "vocab": vocab, "rows": rows}
+    return {
+        "root": root,
+        "manifest": str(root / "test.tsv"),
+        "vocab": vocab,
+        "rows": rows,
+        "spm": root / spm_model,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -312,10 +298,10 @@ def test_processor_files_win_over_the_data_config(corpus, checkpoint, reference_
 
     model_dir = tmp_path / "model_with_processor"
     shutil.copytree(checkpoint, model_dir)
-    sp = spm.SentencePieceProcessor(model_file=str(corpus["root"] / "spm.model"))
+    sp = spm.SentencePieceProcessor(model_file=str(corpus["spm"]))
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     (model_dir / "vocab.json").write_text(json.dumps(vocab))
-    shutil.copy(corpus["root"] / "spm.model", model_dir / "sentencepiece.bpe.model")
+    shutil.copy(corpus["spm"], model_dir / "sentencepiece.bpe.model")
     Speech2TextFeatureExtractor().save_pretrained(model_dir)
 
     out = tmp_path / "out"
