@@ -667,6 +667,51 @@ def length_groups(lengths, frames: int, buckets, config, overhead: int = 64):
     return groups
 
 
+# A batch is split into separate searches only when every part keeps at least this many rows:
+# a search step costs a fixed ~100 small ops however few rows it has, so small parts would
+# spend more on steps than they save in memory traffic.
+MIN_SEARCH_GROUP_ROWS = 8
+# Frames x rows one more search costs, in the cost model of `length_groups`.
+SEARCH_GROUP_OVERHEAD = 4096
+
+
+def _search_groups(lengths, frames: int, buckets, config):
+    """Length groups for running separate searches, or None (see MIN_SEARCH_GROUP_ROWS).
+
+    Why: a decoding step reads every layer's cross-attention K/V for all source positions of
+    all rows; at larger batches that memory traffic is most of a step. A group of short
+    utterances searched on its own reads only its own length, and stops when its own rows
+    are done instead of when the batch's longest output is.
+    """
+    groups = length_groups(lengths, frames, buckets, config, overhead=SEARCH_GROUP_OVERHEAD)
+    if groups is None or min(len(rows) for rows, _ in groups) < MIN_SEARCH_GROUP_ROWS:
+        return None
+    return groups
+
+
+def _search_in_groups(model, params, features, mask, groups, settings):
+    """One search per length group -> (ids, scores, lengths) for the returned sequences of
+    every row, in the batch's row order, as _select_returned gives them for one search."""
+    run = _search_for(model, settings.static())
+    options = search_options(settings)
+    beams, returned = settings.num_beams, settings.num_return_sequences
+    batch = features.shape[0]
+    ids = np.full((batch, returned, settings.max_length), settings.pad_token_id or 0, np.int32)
+    scores = np.zeros((batch, returned), np.float32)
+    lengths = np.zeros((batch, returned), np.int32)
+    for rows, frames in groups:
+        size = 1 << (len(rows) - 1).bit_length()  # a power of two: bounded compiles
+        f = pad_axis(features[rows, :frames], size, axis=0)
+        m = pad_axis(mask[rows, :frames], size, axis=0)
+        out = [np.asarray(x) for x in run(params, f, m, options)]
+        g_ids, g_scores, g_lengths = _select_returned(*out, beams, returned)
+        n = len(rows)
+        ids[rows] = g_ids.reshape(size, returned, -1)[:n]
+        scores[rows] = g_scores.reshape(size, returned)[:n]
+        lengths[rows] = g_lengths.reshape(size, returned)[:n]
+    return ids.reshape(batch * returned, -1), scores.reshape(-1), lengths.reshape(-1)
+
+
 _ENCODERS: dict = {}
 
 
@@ -782,16 +827,24 @@ def generate(
 
     settings.validate(cfg.vocab_size)
     params = model.params if params is None else params
-    groups = length_groups(mask.sum(1), padded_frames, buckets, cfg) if group_by_length else None
-    if groups is None:
-        run = _search_for(model, settings.static())
-        out = run(params, features, mask, search_options(settings))
+    lengths_in = mask.sum(1)
+    split = _search_groups(lengths_in, padded_frames, buckets, cfg) if group_by_length else None
+    groups = None
+    if group_by_length and split is None:
+        groups = length_groups(lengths_in, padded_frames, buckets, cfg)
+    beams, returned = settings.num_beams, settings.num_return_sequences
+    if split is not None:
+        ids, scores, lengths = _search_in_groups(model, params, features, mask, split, settings)
     else:
-        enc, enc_mask = _encode_in_groups(model, params, features, mask, groups)
-        run = _search_for(model, settings.static(), encoded=True)
-        out = run(params, enc, enc_mask, search_options(settings))
-    out = [np.asarray(x) for x in out]  # one transfer at the end of the search
-    ids, scores, lengths = _select_returned(*out, settings.num_beams, settings.num_return_sequences)
+        if groups is None:
+            run = _search_for(model, settings.static())
+            out = run(params, features, mask, search_options(settings))
+        else:
+            enc, enc_mask = _encode_in_groups(model, params, features, mask, groups)
+            run = _search_for(model, settings.static(), encoded=True)
+            out = run(params, enc, enc_mask, search_options(settings))
+        out = [np.asarray(x) for x in out]  # one transfer at the end of the search
+        ids, scores, lengths = _select_returned(*out, beams, returned)
     rows = batch * settings.num_return_sequences
     ids, scores, lengths = ids[:rows], scores[:rows], lengths[:rows]
     ids = ids[:, : int(lengths.max())]

@@ -69,3 +69,28 @@ def test_grouped_encoding_compiles_once_per_shape(varied):
     ours.generate(x, shorter, **kw)
     assert generation.TRACE_COUNTS[static] == searches
     assert sum(generation.ENCODER_TRACES.values()) == encoders
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(num_beams=1), dict(num_beams=4, num_return_sequences=2, early_stopping=True)],
+)
+def test_searching_groups_separately_gives_the_same_ids(varied, monkeypatch, kwargs):
+    """At larger batches each length group gets its own search; the ids and scores are those
+    of one search over the whole batch."""
+    hf, ours, _ = varied("conv3_gelu_untied")
+    seconds = (2.5, 0.5, 0.6, 1.9, 0.4, 1.2, 2.4, 0.7) * 2
+    x, mask = speech_features(ours.config.input_feat_per_channel, seconds=seconds)
+    monkeypatch.setattr(generation, "SEARCH_GROUP_OVERHEAD", 64)
+    monkeypatch.setattr(generation, "MIN_SEARCH_GROUP_ROWS", 4)
+    split = generation._search_groups(mask.sum(1), 256, BUCKETS, ours.config)
+    assert split is not None and len(split) >= 2, split
+    kw = dict(max_length=30, buckets=BUCKETS, return_scores=True, **kwargs)
+    ids, scores = ours.generate(x, mask, **kw)
+    monkeypatch.setattr(generation, "MIN_SEARCH_GROUP_ROWS", 10**6)  # one search
+    assert generation._search_groups(mask.sum(1), 256, BUCKETS, ours.config) is None
+    ref_ids, ref_scores = ours.generate(x, mask, **kw)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-4, rtol=1e-6)
+    assert ids.shape[0] == len(seconds) * kwargs.get("num_return_sequences", 1)
+    assert len({tuple(r) for r in ids.tolist()}) >= 4
