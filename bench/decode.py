@@ -52,9 +52,9 @@ from s2t_jax.buckets import DEFAULT_BUCKETS, pad_to_bucket  # noqa: E402
 from s2t_jax.model import Speech2Text  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from shapes import S2T_SMALL  # noqa: E402
+from shapes import s2t_small  # noqa: E402
 
-SMALL = dict(S2T_SMALL, tie_word_embeddings=False)
+SMALL = s2t_small(tied=False)
 AUDIO = ("1272-128104-0000.flac", "1089_134686_000007_000004.wav", "jfk.flac")
 AUDIO_DIRS = (ROOT.parent / "shared" / "audio", ROOT / "tests" / "assets")
 

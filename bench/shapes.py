@@ -1,20 +1,25 @@
 """The model shape the benchmarks run: fairseq's released s2t_transformer_s (LibriSpeech small).
 
-Shared by bench/decode.py and bench/train_step.py, which add their own settings (tied or untied
-embeddings, dropout) on top.
+Taken from configs/common.py's table of released shapes, keeping the fields that both
+transformers' and our Speech2TextConfig read. Shared by bench/decode.py and bench/train_step.py,
+which set tied or untied embeddings on top (dropout is the recipe's 0.1).
 """
 
-S2T_SMALL = dict(
-    vocab_size=10000,
-    d_model=256,
-    encoder_layers=12,
-    decoder_layers=6,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=2048,
-    decoder_ffn_dim=2048,
-    conv_channels=1024,
-    input_feat_per_channel=80,
-    max_source_positions=6000,
-    max_target_positions=1024,
-)
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `configs`
+
+from configs.common import model_config  # noqa: E402
+
+_FIELDS = (
+    "vocab_size d_model encoder_layers decoder_layers encoder_attention_heads "
+    "decoder_attention_heads encoder_ffn_dim decoder_ffn_dim conv_channels conv_kernel_sizes "
+    "input_feat_per_channel max_source_positions max_target_positions dropout "
+    "attention_dropout activation_dropout"
+).split()
+
+
+def s2t_small(tied: bool) -> dict:
+    config = model_config("small", vocab_size=10000, tied=tied)
+    return {**{k: config[k] for k in _FIELDS}, "tie_word_embeddings": tied}

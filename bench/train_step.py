@@ -22,19 +22,12 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from shapes import S2T_SMALL  # noqa: E402  (bench/ is on sys.path when run as a script)
+from shapes import s2t_small  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from s2t_jax import flops, train_state  # noqa: E402
 from s2t_jax.config import Speech2TextConfig  # noqa: E402
 
-SMALL = dict(
-    S2T_SMALL,
-    conv_kernel_sizes=(5, 5),
-    dropout=0.1,
-    attention_dropout=0.1,
-    activation_dropout=0.1,
-    tie_word_embeddings=True,
-)
+SMALL = s2t_small(tied=True)  # dropout, attention and activation dropout 0.1
 
 
 def make_batch(batch, frames, target, vocab, seed=0):
@@ -76,7 +69,9 @@ def jax_step(batch):
 
 def torch_step(batch):
     torch.manual_seed(0)
-    config = transformers.Speech2TextConfig(**{**SMALL, "conv_kernel_sizes": [5, 5]})
+    config = transformers.Speech2TextConfig(
+        **{**SMALL, "conv_kernel_sizes": list(SMALL["conv_kernel_sizes"])}
+    )
     model = transformers.Speech2TextForConditionalGeneration(config).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     b = {k: torch.from_numpy(v).long() if v.dtype == np.int32 else torch.from_numpy(v)

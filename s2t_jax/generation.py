@@ -628,6 +628,25 @@ def receptive_margin(config) -> int:
     return sum(2**j * (k // 2) for j, k in enumerate(config.conv_kernel_sizes))
 
 
+def _pow2(n) -> int:
+    """The smallest power of two >= n (n >= 1): group batch sizes, so compiles stay bounded."""
+    return 1 << (int(n) - 1).bit_length()
+
+
+def _group_inputs(features, mask, rows, frames: int):
+    """A group's features and mask: its rows, cut to its frames, padded to a power of two."""
+    size = _pow2(len(rows))
+    return (
+        pad_axis(features[rows, :frames], size, axis=0),
+        pad_axis(mask[rows, :frames], size, axis=0),
+    )
+
+
+def _row_order(groups):
+    """Index that puts the concatenation of the groups' rows back in the batch's row order."""
+    return np.argsort(np.concatenate([rows for rows, _ in groups]))
+
+
 def length_groups(lengths, frames: int, buckets, config, overhead: int = 64):
     """Splits a padded batch into groups of similar length, each encoded at its own bucket.
 
@@ -646,14 +665,13 @@ def length_groups(lengths, frames: int, buckets, config, overhead: int = 64):
     order = np.argsort(sizes, kind="stable")
     distinct = sorted(set(sizes.tolist()))
     upto = np.cumsum([int((sizes == b).sum()) for b in distinct])  # rows with bucket <= b
-    pow2 = lambda n: 1 << (int(n) - 1).bit_length()  # noqa: E731
 
     # best[j]: cheapest cost of the rows in the first j distinct buckets, with its cut points.
     best = [(0, [])] + [None] * len(distinct)
     for j in range(1, len(distinct) + 1):
         for i in range(j):
             rows = upto[j - 1] - (upto[i - 1] if i else 0)
-            cost = best[i][0] + pow2(rows) * distinct[j - 1] + overhead
+            cost = best[i][0] + _pow2(rows) * distinct[j - 1] + overhead
             if best[j] is None or cost < best[j][0]:
                 best[j] = (cost, best[i][1] + [j])
     cuts = best[-1][1]
@@ -694,22 +712,16 @@ def _search_in_groups(model, params, features, mask, groups, settings):
     every row, in the batch's row order, as _select_returned gives them for one search."""
     run = _search_for(model, settings.static())
     options = search_options(settings)
-    beams, returned = settings.num_beams, settings.num_return_sequences
-    batch = features.shape[0]
-    ids = np.full((batch, returned, settings.max_length), settings.pad_token_id or 0, np.int32)
-    scores = np.zeros((batch, returned), np.float32)
-    lengths = np.zeros((batch, returned), np.int32)
+    per_row = settings.num_return_sequences
+    parts = []
     for rows, frames in groups:
-        size = 1 << (len(rows) - 1).bit_length()  # a power of two: bounded compiles
-        f = pad_axis(features[rows, :frames], size, axis=0)
-        m = pad_axis(mask[rows, :frames], size, axis=0)
+        f, m = _group_inputs(features, mask, rows, frames)
         out = [np.asarray(x) for x in run(params, f, m, options)]
-        g_ids, g_scores, g_lengths = _select_returned(*out, beams, returned)
-        n = len(rows)
-        ids[rows] = g_ids.reshape(size, returned, -1)[:n]
-        scores[rows] = g_scores.reshape(size, returned)[:n]
-        lengths[rows] = g_lengths.reshape(size, returned)[:n]
-    return ids.reshape(batch * returned, -1), scores.reshape(-1), lengths.reshape(-1)
+        returned = _select_returned(*out, settings.num_beams, per_row)
+        parts.append([x[: len(rows) * per_row] for x in returned])  # padding rows dropped
+    # Each group gives [its rows * per_row, ...], a row's sequences together: move whole rows.
+    flat = (_row_order(groups)[:, None] * per_row + np.arange(per_row)).reshape(-1)
+    return tuple(np.concatenate(part)[flat] for part in zip(*parts))
 
 
 _ENCODERS: dict = {}
@@ -724,18 +736,14 @@ def _encode_in_groups(model, params, features, mask, groups):
         _ENCODERS[key] = _encoder_fn(model.config)
     encode = _ENCODERS[key]
     src = int(subsampled_lengths(np.int64(features.shape[1]), model.config.num_conv_layers))
-    parts, masks, order = [], [], []
+    parts, masks = [], []
     for rows, frames in groups:
-        size = 1 << (len(rows) - 1).bit_length()
-        f = pad_axis(features[rows, :frames], size, axis=0)
-        m = pad_axis(mask[rows, :frames], size, axis=0)
-        enc, enc_mask = encode(params, f, m)
+        enc, enc_mask = encode(params, *_group_inputs(features, mask, rows, frames))
         pad = src - enc.shape[1]
         parts.append(jnp.pad(enc[: len(rows)], ((0, 0), (0, pad), (0, 0))))
         masks.append(jnp.pad(enc_mask[: len(rows)], ((0, 0), (0, pad))))
-        order.append(rows)
-    inverse = np.argsort(np.concatenate(order))
-    return jnp.concatenate(parts)[inverse], jnp.concatenate(masks)[inverse]
+    order = _row_order(groups)
+    return jnp.concatenate(parts)[order], jnp.concatenate(masks)[order]
 
 
 def generate(
@@ -832,7 +840,6 @@ def generate(
     groups = None
     if group_by_length and split is None:
         groups = length_groups(lengths_in, padded_frames, buckets, cfg)
-    beams, returned = settings.num_beams, settings.num_return_sequences
     if split is not None:
         ids, scores, lengths = _search_in_groups(model, params, features, mask, split, settings)
     else:
@@ -844,7 +851,9 @@ def generate(
             run = _search_for(model, settings.static(), encoded=True)
             out = run(params, enc, enc_mask, search_options(settings))
         out = [np.asarray(x) for x in out]  # one transfer at the end of the search
-        ids, scores, lengths = _select_returned(*out, beams, returned)
+        ids, scores, lengths = _select_returned(
+            *out, settings.num_beams, settings.num_return_sequences
+        )
     rows = batch * settings.num_return_sequences
     ids, scores, lengths = ids[:rows], scores[:rows], lengths[:rows]
     ids = ids[:, : int(lengths.max())]

@@ -107,7 +107,10 @@ def evaluate(
             totals[k] = totals.get(k, 0.0) + float(v)
     loader.close()
     out = summarize(totals)
-    counts = sharding.process_sum({"errors": errors, "words": words, **bleu_stats(refs, hyps)})
+    local = {"errors": errors, "words": words}
+    if metric == "bleu":
+        local.update(bleu_stats(refs, hyps))
+    counts = sharding.process_sum(local)
     if counts["words"] and metric == "wer":
         out["wer"] = 100.0 * counts["errors"] / counts["words"]
         out["wer_words"] = counts["words"]
