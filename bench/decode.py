@@ -41,11 +41,29 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from s2t_jax.host_devices import use_cpu_cores  # noqa: E402
+
+
+def _cpu_devices_flag(argv) -> int | None:
+    """--cpu_devices N from argv, read before anything makes a JAX array."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg.startswith("--cpu_devices="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--cpu_devices" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return None
+
+
+if __name__ == "__main__":
+    use_cpu_cores(_cpu_devices_flag(None))  # one XLA:CPU device per core (or as asked)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from s2t_jax import Speech2TextForConditionalGeneration  # noqa: E402
 from s2t_jax.buckets import DEFAULT_BUCKETS, pad_to_bucket  # noqa: E402
@@ -153,6 +171,12 @@ def encoder_gflops(model, x, mask, repeats: int) -> tuple[float, float]:
     return encoder_flops(model.config, *x.shape[:2]) / seconds / 1e9, seconds
 
 
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def hf_generate(hf, x, mask, threads: int, **kwargs):
     import torch
 
@@ -175,11 +199,19 @@ def run_case(hf, ours, x, mask, name, kwargs, args):
     from other processes hits both alike; each side keeps its best round."""
     n = x.shape[0]
     # x is already padded to a bucket, so this adds no padding; it lets generate() encode the
-    # batch in length groups (each utterance padded only to its own bucket).
+    # batch in length groups (each utterance padded only to its own bucket). The rows are
+    # split over every device (one per core on a CPU host, see --cpu_devices).
     ours_call = lambda: ours.generate(x, mask, buckets=DEFAULT_BUCKETS, **kwargs)  # noqa: E731
+    one_call = lambda: ours.generate(x, mask, buckets=DEFAULT_BUCKETS, devices=1, **kwargs)  # noqa: E731
     hf_calls = {t: (lambda t=t: hf_generate(hf, x, mask, t, **kwargs)) for t in args.torch_threads}
     ids, first, _ = _timed(ours_call)
     ours_times = [_timed(ours_call)[1:]]
+    one_times = []
+    if args.one_device and len(jax.devices()) > 1:
+        one_ids = one_call()
+        if one_ids.shape != ids.shape or (one_ids != ids).any():
+            raise AssertionError(f"{name}: one device and {len(jax.devices())} disagree")
+        one_times.append(_timed(one_call)[1])
     hf_times = {}
     for threads, call in hf_calls.items():
         ref, *seconds = _timed(call)  # nothing to compile: the first call counts
@@ -189,6 +221,8 @@ def run_case(hf, ours, x, mask, name, kwargs, args):
         if time.perf_counter() - start > args.budget:
             break
         ours_times.append(_timed(ours_call)[1:])
+        if one_times:
+            one_times.append(_timed(one_call)[1])
         for threads, call in hf_calls.items():
             hf_times[threads].append(_timed(call)[1:])
     ours_s = min(t[0] for t in ours_times)
@@ -204,6 +238,7 @@ def run_case(hf, ours, x, mask, name, kwargs, args):
         batch=n,
         frames=x.shape[1],
         ours_utt_s=n / ours_s,
+        one_device_utt_s=n / min(one_times) if one_times else None,
         hf_utt_s=n / hf_s,
         ratio=hf_s / ours_s,
         cpu_ratio=hf_cpu / ours_cpu,
@@ -231,6 +266,19 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per timing loop")
     parser.add_argument("--torch_threads", default="1,2", help="thread counts to try for torch")
     parser.add_argument("--seconds", default=None, help="utterance lengths low,high (2,15)")
+    parser.add_argument("--searches", default="greedy,beam5", help="comma list of greedy, beam5")
+    parser.add_argument("--modes", default="forced,natural", help="comma list of forced, natural")
+    parser.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=None,
+        help="XLA:CPU devices to split the batch over (default: one per core)",
+    )
+    parser.add_argument(
+        "--one_device",
+        action="store_true",
+        help="also time ours on one device (same ids checked): what the split gains",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     args.batch_sizes = [
@@ -249,11 +297,13 @@ def main(argv=None):
     peak = matmul_peak_gflops()
     print(
         f"devices: {jax.devices()}  cpu cores: {os.cpu_count()}  float32 matmul peak: {peak:.1f} GFLOP/s"
+        f"\ntorch {torch_version()}, jax {jax.__version__}"
     )
     print(f"max_length {args.max_length}, utterances {low}-{high} s, best of {args.repeats} rounds")
     results = []
     header = (
-        f"{'case':<22}{'batch':>6}{'frames':>7}{'ours utt/s':>11}{'hf utt/s':>10}{'ratio':>7}"
+        f"{'case':<22}{'batch':>6}{'frames':>7}{'ours utt/s':>11}{'1 dev':>7}{'hf utt/s':>10}"
+        f"{'ratio':>7}"
         f"{'torch thr':>10}{'cpu ratio':>10}{'compile s':>10}{'tokens':>8}{'ids':>10}"
     )
     for batch in args.batch_sizes:
@@ -265,7 +315,9 @@ def main(argv=None):
         )
         print(header)
         for search, beams in (("greedy", 1), ("beam5", 5)):
-            for mode in ("forced", "natural"):
+            if search not in args.searches.split(","):
+                continue
+            for mode in args.modes.split(","):
                 kwargs = dict(num_beams=beams, max_length=args.max_length)
                 if beams > 1:
                     kwargs["early_stopping"] = True  # the released checkpoints' setting
@@ -277,7 +329,7 @@ def main(argv=None):
                 ids = "same" if r["ids_identical"] else f"{r['rows_differ']} differ"
                 print(
                     f"{r['case']:<22}{batch:>6}{r['frames']:>7}{r['ours_utt_s']:>11.2f}"
-                    f"{r['hf_utt_s']:>10.2f}{r['ratio']:>6.2f}x{r['hf_threads']:>10}"
+                    f"{r['one_device_utt_s'] or float('nan'):>7.2f}{r['hf_utt_s']:>10.2f}{r['ratio']:>6.2f}x{r['hf_threads']:>10}"
                     f"{r['cpu_ratio']:>9.2f}x{r['compile_s']:>10.1f}"
                     f"{r['mean_tokens']:>8.1f}{ids:>10}",
                     flush=True,

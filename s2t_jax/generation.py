@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from s2t_jax.beam_search import beam_search, early_stopping_code, length_penalty_table
 from s2t_jax.buckets import DEFAULT_BUCKETS, bucket_for, pad_axis
@@ -392,10 +394,31 @@ def _select_returned(ids, scores, lengths, num_beams: int, num_return: int):
     return keep(ids), keep(scores), keep(lengths)
 
 
-def _search_fn(config, static: StaticSettings, encoded: bool = False):
+def _split_over(mesh: Mesh | None, fn, outputs):
+    """jit(fn), or with a mesh, jit of fn run on each device's block of rows.
+
+    fn(params, rows_a, rows_b, *replicated): params and the trailing arguments are copied to
+    every device, rows_a / rows_b split by rows; `outputs` is the output spec (a prefix
+    tree), rows split likewise. Each device runs its own search on its rows, with no
+    communication at all: its while loop stops when its own rows are done.
+    """
+    if mesh is None:
+        return jax.jit(fn)
+    rows, same = P("data"), P()
+    # check_vma off: the search's loop carries mix replicated (step counter) and per-device
+    # (sequences) values, which is exactly what running one search per device means.
+    mapped = jax.shard_map(
+        fn, mesh=mesh, in_specs=(same, rows, rows, same), out_specs=outputs, check_vma=False
+    )
+    return jax.jit(mapped)
+
+
+def _search_fn(config, static: StaticSettings, encoded: bool = False, mesh: Mesh | None = None):
     """jit(params, features, mask, options) -> (ids, scores, lengths) for every beam slot.
 
     encoded=True: jit(params, enc, enc_mask, options), the search from encoder states.
+    mesh: a ("data",) mesh to split the rows over (see generation_mesh); the inputs must then
+    be placed by `_on_mesh` and the batch be a multiple of the mesh size.
     """
     module = Speech2Text(config)
     dtype = DTYPES[config.dtype]
@@ -409,20 +432,21 @@ def _search_fn(config, static: StaticSettings, encoded: bool = False):
             mask = jnp.asarray(mask, jnp.int32)
         return search(module, static, params, features, mask, options)
 
-    return jax.jit(run)
+    return _split_over(mesh, run, P("data"))
 
 
-def _encoder_fn(config):
+def _encoder_fn(config, mesh: Mesh | None = None):
     """jit(params, features, mask) -> (enc [batch, src, d_model], enc_mask [batch, src])."""
     module = Speech2Text(config)
     dtype = DTYPES[config.dtype]
 
-    def run(params, features, mask):
+    def run(params, features, mask, unused=None):
         ENCODER_TRACES[features.shape] += 1  # runs at trace time only
         features = jnp.asarray(features, dtype)
         return module.apply({"params": params}, features, mask, method=Speech2Text.encode)
 
-    return jax.jit(run)
+    fn = _split_over(mesh, run, (P("data"), P("data")))
+    return lambda params, features, mask: fn(params, features, mask, None)
 
 
 def make_generate_fn(
@@ -610,11 +634,58 @@ def _architecture_key(config) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
 
-def _search_for(model, static: StaticSettings, encoded: bool = False):
-    key = (_architecture_key(model.config), static, encoded)
+def _search_for(model, static: StaticSettings, encoded: bool = False, mesh: Mesh | None = None):
+    key = (_architecture_key(model.config), static, encoded, mesh)
     if key not in _SEARCHES:
-        _SEARCHES[key] = _search_fn(model.config, static, encoded)
+        _SEARCHES[key] = _search_fn(model.config, static, encoded, mesh)
     return _SEARCHES[key]
+
+
+# --- splitting a batch over devices -----------------------------------------------------------
+
+
+def generation_mesh(devices, rows: int) -> Mesh | None:
+    """The ("data",) mesh that generate() splits `rows` rows over, or None for one device.
+
+    devices: None for every local device, a count for the first n of them, or a list. No more
+    devices than rows are used, so each holds at least one real row. Why split: a decoder
+    step is a few hundred small operations bound by memory bandwidth, which XLA runs one after
+    another on one thread; devices run their searches side by side (on a CPU host, see
+    host_devices.use_cpu_cores for one device per core).
+    """
+    local = jax.local_devices()
+    if devices is None:
+        chosen = local
+    elif isinstance(devices, (int, np.integer)):
+        if not 1 <= devices <= len(local):
+            raise ValueError(f"devices={devices}, but this process has {len(local)} local devices")
+        chosen = local[: int(devices)]
+    else:
+        chosen = list(devices)
+        if not chosen:
+            raise ValueError("devices is an empty list")
+    chosen = chosen[: max(1, int(rows))]
+    return Mesh(np.asarray(chosen), ("data",)) if len(chosen) > 1 else None
+
+
+def _mesh_size(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else mesh.size
+
+
+_REPLICATED: dict = {}  # mesh -> (params, params copied to each of its devices)
+
+
+def _on_mesh(mesh: Mesh | None, params, *rows):
+    """(params, *rows) placed for a search split over `mesh`: params on every device (copied
+    once per params object and mesh, not per call), row arrays split by rows."""
+    if mesh is None:
+        return (params, *rows)
+    hit = _REPLICATED.get(mesh)
+    if hit is None or hit[0] is not params:
+        hit = (params, jax.device_put(params, NamedSharding(mesh, P())))
+        _REPLICATED[mesh] = hit
+    split = NamedSharding(mesh, P("data"))
+    return (hit[1], *(jax.device_put(x, split) for x in rows))
 
 
 def receptive_margin(config) -> int:
@@ -633,9 +704,10 @@ def _pow2(n) -> int:
     return 1 << (int(n) - 1).bit_length()
 
 
-def _group_inputs(features, mask, rows, frames: int):
-    """A group's features and mask: its rows, cut to its frames, padded to a power of two."""
-    size = _pow2(len(rows))
+def _group_inputs(features, mask, rows, frames: int, shards: int = 1):
+    """A group's features and mask: its rows, cut to its frames, padded to a power of two
+    (and to a multiple of `shards`, the devices it is split over)."""
+    size = -(-_pow2(len(rows)) // shards) * shards
     return (
         pad_axis(features[rows, :frames], size, axis=0),
         pad_axis(mask[rows, :frames], size, axis=0),
@@ -707,16 +779,16 @@ def _search_groups(lengths, frames: int, buckets, config):
     return groups
 
 
-def _search_in_groups(model, params, features, mask, groups, settings):
+def _search_in_groups(model, params, features, mask, groups, settings, mesh=None):
     """One search per length group -> (ids, scores, lengths) for the returned sequences of
     every row, in the batch's row order, as _select_returned gives them for one search."""
-    run = _search_for(model, settings.static())
+    run = _search_for(model, settings.static(), mesh=mesh)
     options = search_options(settings)
     per_row = settings.num_return_sequences
     parts = []
     for rows, frames in groups:
-        f, m = _group_inputs(features, mask, rows, frames)
-        out = [np.asarray(x) for x in run(params, f, m, options)]
+        f, m = _group_inputs(features, mask, rows, frames, _mesh_size(mesh))
+        out = [np.asarray(x) for x in run(*_on_mesh(mesh, params, f, m), options)]
         returned = _select_returned(*out, settings.num_beams, per_row)
         parts.append([x[: len(rows) * per_row] for x in returned])  # padding rows dropped
     # Each group gives [its rows * per_row, ...], a row's sequences together: move whole rows.
@@ -727,18 +799,19 @@ def _search_in_groups(model, params, features, mask, groups, settings):
 _ENCODERS: dict = {}
 
 
-def _encode_in_groups(model, params, features, mask, groups):
+def _encode_in_groups(model, params, features, mask, groups, mesh=None):
     """Encodes each group at its own length -> enc [batch, src, d], enc_mask [batch, src] in
     the batch's row order, padded to the batch's full subsampled length (so the search
     compiles once per padded input shape, grouped or not)."""
-    key = _architecture_key(model.config)
+    key = (_architecture_key(model.config), mesh)
     if key not in _ENCODERS:
-        _ENCODERS[key] = _encoder_fn(model.config)
+        _ENCODERS[key] = _encoder_fn(model.config, mesh)
     encode = _ENCODERS[key]
     src = int(subsampled_lengths(np.int64(features.shape[1]), model.config.num_conv_layers))
     parts, masks = [], []
     for rows, frames in groups:
-        enc, enc_mask = encode(params, *_group_inputs(features, mask, rows, frames))
+        group = _group_inputs(features, mask, rows, frames, _mesh_size(mesh))
+        enc, enc_mask = encode(*_on_mesh(mesh, params, *group))
         pad = src - enc.shape[1]
         parts.append(jnp.pad(enc[: len(rows)], ((0, 0), (0, pad), (0, 0))))
         masks.append(jnp.pad(enc_mask[: len(rows)], ((0, 0), (0, pad))))
@@ -771,6 +844,7 @@ def generate(
     buckets=DEFAULT_BUCKETS,
     batch_buckets=None,
     group_by_length: bool = True,
+    devices=None,
     params=None,
     **unsupported,
 ):
@@ -787,6 +861,11 @@ def generate(
     groups of similar length, each padded only to its own bucket (see `length_groups`), and
     the search runs on the reassembled encoder states: the same states on every valid frame,
     without the encoder work on another utterance's padding.
+
+    With several local devices (GPUs, TPU cores, or CPU cores made devices by
+    host_devices.use_cpu_cores), the rows are split over them and each device runs its own
+    search on its rows (`devices`: None for all local devices, a count, or a list; 1 for
+    one). The batch is padded to a multiple of the device count; the ids do not change.
 
     Returns ids [batch * num_return_sequences, longest] (numpy int32, decoder start token
     first, pad after eos); with return_scores=True, (ids, scores); with
@@ -830,6 +909,8 @@ def generate(
             raise ValueError(f"attention_mask has {mask.shape[1]} frames, features {frames}")
     padded_frames = bucket_for(frames, buckets)
     padded_batch = bucket_for(batch, batch_buckets)
+    mesh = generation_mesh(devices, padded_batch)
+    padded_batch = -(-padded_batch // _mesh_size(mesh)) * _mesh_size(mesh)
     features = pad_axis(pad_axis(features, padded_frames, axis=1), padded_batch, axis=0)
     mask = pad_axis(pad_axis(mask, padded_frames, axis=1), padded_batch, axis=0)
 
@@ -841,15 +922,17 @@ def generate(
     if group_by_length and split is None:
         groups = length_groups(lengths_in, padded_frames, buckets, cfg)
     if split is not None:
-        ids, scores, lengths = _search_in_groups(model, params, features, mask, split, settings)
+        ids, scores, lengths = _search_in_groups(
+            model, params, features, mask, split, settings, mesh
+        )
     else:
         if groups is None:
-            run = _search_for(model, settings.static())
-            out = run(params, features, mask, search_options(settings))
+            run = _search_for(model, settings.static(), mesh=mesh)
+            out = run(*_on_mesh(mesh, params, features, mask), search_options(settings))
         else:
-            enc, enc_mask = _encode_in_groups(model, params, features, mask, groups)
-            run = _search_for(model, settings.static(), encoded=True)
-            out = run(params, enc, enc_mask, search_options(settings))
+            enc, enc_mask = _encode_in_groups(model, params, features, mask, groups, mesh)
+            run = _search_for(model, settings.static(), encoded=True, mesh=mesh)
+            out = run(*_on_mesh(mesh, params, enc, enc_mask), search_options(settings))
         out = [np.asarray(x) for x in out]  # one transfer at the end of the search
         ids, scores, lengths = _select_returned(
             *out, settings.num_beams, settings.num_return_sequences
