@@ -347,7 +347,8 @@ def _host(x) -> np.ndarray:
 
 
 class ShardedGenerator:
-    """`make_generate_fn` over a ("data",) mesh: params replicated, batch rows sharded.
+    """`make_generate_fn` over a ("data",) mesh: params replicated, batch rows sharded, and
+    each device searching its own rows (no communication per step).
 
     Each distinct (forced BOS, input shape) is lowered and compiled ahead of its first call, so
     compile time is measured apart from decoding.
@@ -392,7 +393,7 @@ class ShardedGenerator:
         if forced_bos not in self._fns:
             fields = dataclasses.asdict(self.settings)
             fields.update(num_return_sequences=1, forced_bos_token_id=forced_bos)
-            self._fns[forced_bos] = make_generate_fn(self.config, **fields)
+            self._fns[forced_bos] = make_generate_fn(self.config, mesh=self.mesh, **fields)
         return self._fns[forced_bos]
 
     def __call__(self, features, mask, forced_bos: int | None = None) -> np.ndarray:

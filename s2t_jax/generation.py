@@ -394,13 +394,13 @@ def _select_returned(ids, scores, lengths, num_beams: int, num_return: int):
     return keep(ids), keep(scores), keep(lengths)
 
 
-def _split_over(mesh: Mesh | None, fn, outputs):
+def _split_over(mesh: Mesh | None, fn, outputs, last=P()):
     """jit(fn), or with a mesh, jit of fn run on each device's block of rows.
 
-    fn(params, rows_a, rows_b, *replicated): params and the trailing arguments are copied to
-    every device, rows_a / rows_b split by rows; `outputs` is the output spec (a prefix
-    tree), rows split likewise. Each device runs its own search on its rows, with no
-    communication at all: its while loop stops when its own rows are done.
+    fn(params, rows_a, rows_b, last): params are copied to every device, rows_a / rows_b split
+    by rows, `last` by the spec `last` (a prefix tree); `outputs` is the output spec, rows
+    split likewise. Each device runs its own search on its rows, with no communication at
+    all: its while loop stops when its own rows are done.
     """
     if mesh is None:
         return jax.jit(fn)
@@ -408,7 +408,7 @@ def _split_over(mesh: Mesh | None, fn, outputs):
     # check_vma off: the search's loop carries mix replicated (step counter) and per-device
     # (sequences) values, which is exactly what running one search per device means.
     mapped = jax.shard_map(
-        fn, mesh=mesh, in_specs=(same, rows, rows, same), out_specs=outputs, check_vma=False
+        fn, mesh=mesh, in_specs=(same, rows, rows, last), out_specs=outputs, check_vma=False
     )
     return jax.jit(mapped)
 
@@ -432,7 +432,19 @@ def _search_fn(config, static: StaticSettings, encoded: bool = False, mesh: Mesh
             mask = jnp.asarray(mask, jnp.int32)
         return search(module, static, params, features, mask, options)
 
-    return _split_over(mesh, run, P("data"))
+    if mesh is None:
+        return jax.jit(run)
+    split = {}  # forced BOS per row or not -> the split search
+
+    def call(params, features, mask, options):
+        per_row = np.ndim(options.forced_bos_token_id) > 0  # a static shape, also when traced
+        if per_row not in split:
+            bos = P("data") if per_row else P()
+            spec = SearchOptions(P(), bos, P(), P(), P())
+            split[per_row] = _split_over(mesh, run, P("data"), spec)
+        return split[per_row](params, features, mask, options)
+
+    return call
 
 
 def _encoder_fn(config, mesh: Mesh | None = None):
@@ -464,6 +476,7 @@ def make_generate_fn(
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
     return_lengths: bool = False,
+    mesh: Mesh | None = None,
 ):
     """One jitted `fn(params, features, attention_mask) -> (ids, scores)` for these settings.
 
@@ -473,6 +486,10 @@ def make_generate_fn(
     sequence scores, or greedy's summed token log-probabilities. `return_lengths=True` adds
     lengths [batch * num_return_sequences] (start token included): transformers' output is
     ids[:, :lengths.max()]. The function retraces only for a new input shape.
+
+    mesh: a ("data",) mesh whose devices each run the search on their block of rows (see
+    `generate`'s devices); the batch must then be a multiple of its size, params replicated
+    on it and the rows split over it.
     """
     settings = GenerationSettings(
         num_beams=int(config.num_beams if num_beams is None else num_beams),
@@ -492,7 +509,7 @@ def make_generate_fn(
         pad_token_id=config.pad_token_id if pad_token_id is None else pad_token_id,
     )
     settings.validate(config.vocab_size)
-    run = _search_fn(config, settings.static())
+    run = _search_fn(config, settings.static(), mesh=mesh if mesh and mesh.size > 1 else None)
     options = search_options(settings)
     beams, returned = settings.num_beams, settings.num_return_sequences
 
@@ -672,20 +689,45 @@ def _mesh_size(mesh: Mesh | None) -> int:
     return 1 if mesh is None else mesh.size
 
 
-_REPLICATED: dict = {}  # mesh -> (params, params copied to each of its devices)
+_ON_DEVICE: dict = {}  # device -> (params, their copy on that device)
+_ON_MESH: dict = {}  # mesh -> (params, their replicated array over the mesh)
+
+
+def _replicated(params, mesh: Mesh):
+    """params as arrays replicated over `mesh`. Each device gets one copy per params object,
+    shared by every mesh it is in (calls with fewer rows use fewer devices), not per call."""
+    hit = _ON_MESH.get(mesh)
+    devices = list(mesh.devices.flat)
+    if hit is not None and hit[0] is params:
+        # Still the devices' current copies (another params object may have replaced them,
+        # and then this mesh's arrays would hold a second copy).
+        if all(_ON_DEVICE.get(d, (None,))[0] is params for d in devices):
+            return hit[1]
+    leaves, tree = jax.tree.flatten(params)
+    copies = []
+    for device in devices:
+        on = _ON_DEVICE.get(device)
+        if on is None or on[0] is not params:
+            on = (params, jax.tree.leaves(jax.device_put(params, device)))
+            _ON_DEVICE[device] = on
+        copies.append(on[1])
+    same = NamedSharding(mesh, P())
+    arrays = [
+        jax.make_array_from_single_device_arrays(np.shape(leaf), same, [c[i] for c in copies])
+        for i, leaf in enumerate(leaves)
+    ]
+    replicated = jax.tree.unflatten(tree, arrays)
+    _ON_MESH[mesh] = (params, replicated)
+    return replicated
 
 
 def _on_mesh(mesh: Mesh | None, params, *rows):
-    """(params, *rows) placed for a search split over `mesh`: params on every device (copied
-    once per params object and mesh, not per call), row arrays split by rows."""
+    """(params, *rows) placed for a search split over `mesh`: params replicated (see
+    _replicated), row arrays split by rows."""
     if mesh is None:
         return (params, *rows)
-    hit = _REPLICATED.get(mesh)
-    if hit is None or hit[0] is not params:
-        hit = (params, jax.device_put(params, NamedSharding(mesh, P())))
-        _REPLICATED[mesh] = hit
     split = NamedSharding(mesh, P("data"))
-    return (hit[1], *(jax.device_put(x, split) for x in rows))
+    return (_replicated(params, mesh), *(jax.device_put(x, split) for x in rows))
 
 
 def receptive_margin(config) -> int:

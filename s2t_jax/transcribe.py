@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--window_seconds", type=float, default=None, help="cap windows below the encoder's reach"
     )
     parser.add_argument("--compilation_cache", default=None, help="persistent XLA cache dir")
+    parser.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=None,
+        help="on a CPU host, XLA devices to split each batch over (default: one per core)",
+    )
     return parser
 
 
@@ -136,6 +142,17 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         print("error: --batch_size must be >= 1", file=sys.stderr)
         return 2
+    if args.cpu_devices is not None and args.cpu_devices < 1:
+        print("error: --cpu_devices must be >= 1", file=sys.stderr)
+        return 2
+    import jax
+
+    from s2t_jax.host_devices import use_cpu_cores
+
+    try:
+        use_cpu_cores(args.cpu_devices)
+    except RuntimeError as err:  # main() called in a process whose JAX has already started
+        print(f"warning: {err}; using its {jax.device_count()} devices", file=sys.stderr)
     from s2t_jax.generation import enable_compilation_cache
     from s2t_jax.modeling import Speech2TextForConditionalGeneration
     from s2t_jax.processor import Speech2TextProcessor

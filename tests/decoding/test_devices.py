@@ -133,3 +133,49 @@ def test_use_cpu_cores_sets_the_device_count_before_jax_starts():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "2"]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_make_generate_fn_split_over_a_mesh(varied, num_beams):
+    """eval.py's path: the jitted fn over a ("data",) mesh, rows split, one forced BOS per row
+    and one for all, gives the unsplit fn's ids."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    _, ours, _ = varied("wide_untied")
+    x, mask = speech_features(ours.config.input_feat_per_channel)  # 8 rows
+    mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
+    rows, same = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    params = jax.device_put(ours.params, same)
+    langs = [ours.config.vocab_size - 3, ours.config.vocab_size - 4]
+    per_row = np.asarray([langs[i % 2] for i in range(len(x))], np.int32)
+    kw = dict(num_beams=num_beams, max_length=20)
+    one = generation.make_generate_fn(ours.config, **kw)
+    split = generation.make_generate_fn(ours.config, mesh=mesh, **kw)
+    xs, ms = jax.device_put(x, rows), jax.device_put(mask, rows)
+    for bos in (None, per_row):
+        ref, _ = one(ours.params, x, mask, forced_bos_token_ids=bos)
+        ids, _ = split(params, xs, ms, forced_bos_token_ids=bos)
+        assert ids.sharding.spec[0] == "data"
+        np.testing.assert_array_equal(np.asarray(ids), np.asarray(ref))
+    assert (np.asarray(ids)[:, 1] == per_row).all()
+
+
+def test_params_are_copied_once_per_device(varied):
+    """Meshes of 3 and 8 devices share the copies on their common devices; new params are
+    copied again."""
+    _, ours, _ = varied("wide_untied")
+    small = generation.generation_mesh(None, rows=3)
+    large = generation.generation_mesh(None, rows=8)
+
+    def buffers(params):
+        leaf = jax.tree.leaves(params)[0]
+        return {s.device: s.data.unsafe_buffer_pointer() for s in leaf.addressable_shards}
+
+    a, b = buffers(generation._replicated(ours.params, small)), None
+    b = buffers(generation._replicated(ours.params, large))
+    assert len(a) == 3 and len(b) == 8
+    assert all(b[device] == pointer for device, pointer in a.items())
+    assert generation._replicated(ours.params, large) is generation._replicated(ours.params, large)
+    other = jax.tree.map(lambda x: x + 0, ours.params)
+    assert buffers(generation._replicated(other, large))[jax.devices()[5]] != b[jax.devices()[5]]
