@@ -33,6 +33,9 @@ flags.DEFINE_bool("wer_char_level", False, "Character error rate instead of WER.
 flags.DEFINE_bool("char_bleu", False, "Character-level BLEU (zh, ja).")
 flags.DEFINE_string("tgt_lang", None, "Force this target language (multilingual models).")
 flags.DEFINE_integer("num_devices", 0, "Devices to shard over; 0: all.")
+flags.DEFINE_integer(
+    "cpu_devices", 0, "On a CPU host, make this many XLA devices (one per core: -1); 0: JAX's."
+)
 flags.DEFINE_string("dtype", None, "Compute dtype: float32, bfloat16, float16.")
 flags.DEFINE_bool("overwrite", False, "Discard earlier results in output_dir.")
 flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation cache dir.")
@@ -43,6 +46,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.cpu_devices:
+        from s2t_jax.host_devices import use_cpu_cores
+
+        # Before anything starts JAX: each core then searches its own rows (docs/generation.md).
+        use_cpu_cores(None if FLAGS.cpu_devices < 0 else FLAGS.cpu_devices)
     distributed.initialize()
     from s2t_jax import evaluate
     from s2t_jax.generation import enable_compilation_cache

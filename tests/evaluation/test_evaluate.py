@@ -438,3 +438,35 @@ def test_plan_batches_pads_and_groups():
     assert all(len({forced[i] for i in b if i >= 0}) == 1 for _, b in batches)
     assert [b for bos, b in batches if bos == 7] == [[1, 3]]  # longest first
     assert [b for bos, b in batches if bos is None] == [[2, 4], [0, -1]]
+
+
+def test_cli_cpu_devices(corpus, checkpoint, reference_run, tmp_path, compilation_cache):
+    """eval.py --cpu_devices 3 in one process without XLA_FLAGS: 3 CPU devices, each searching
+    its own rows, and the one-device run's hypotheses and metrics."""
+    ref_results, _ = reference_run
+    out = tmp_path / "cpu3"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval.py"),
+            f"--checkpoint={checkpoint}",
+            f"--manifest={corpus['manifest']}",
+            f"--output_dir={out}",
+            f"--max_length={MAX_LENGTH}",
+            "--batch_size=6",
+            f"--buckets={BUCKETS[-1]}",
+            f"--compilation_cache={compilation_cache}",
+            "--cpu_devices=3",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = _results(out)
+    assert results["devices"] == {"count": 3, "processes": 1, "kind": "cpu"}
+    assert results["metrics"] == ref_results["metrics"]
