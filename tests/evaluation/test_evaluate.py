@@ -336,6 +336,22 @@ def test_training_workdir(corpus, checkpoint, tmp_path):
     assert frontend.audio_root == str(tmp_path / "elsewhere")
 
 
+def _eval_cli(corpus, checkpoint, out, compilation_cache, *extra) -> list[str]:
+    """eval.py's command line on the test corpus, at one bucket (one compile; padding does not
+    move the hypotheses)."""
+    return [
+        sys.executable,
+        str(ROOT / "eval.py"),
+        f"--checkpoint={checkpoint}",
+        f"--manifest={corpus['manifest']}",
+        f"--output_dir={out}",
+        f"--max_length={MAX_LENGTH}",
+        f"--buckets={BUCKETS[-1]}",
+        f"--compilation_cache={compilation_cache}",
+        *extra,
+    ]
+
+
 def test_cli_two_processes(corpus, checkpoint, reference_run, tmp_path, compilation_cache):
     """eval.py as 2 processes x 2 CPU devices (jax.distributed over gloo): each process loads
     its rows, process 0 writes the same hypotheses and metrics as the one-device run (whose
@@ -349,17 +365,7 @@ def test_cli_two_processes(corpus, checkpoint, reference_run, tmp_path, compilat
         JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
         JAX_NUM_PROCESSES="2",
     )
-    args = [
-        sys.executable,
-        str(ROOT / "eval.py"),
-        f"--checkpoint={checkpoint}",
-        f"--manifest={corpus['manifest']}",
-        f"--output_dir={out}",
-        f"--max_length={MAX_LENGTH}",
-        "--batch_size=8",
-        f"--buckets={BUCKETS[-1]}",  # one compile; padding does not move the hypotheses
-        f"--compilation_cache={compilation_cache}",
-    ]
+    args = _eval_cli(corpus, checkpoint, out, compilation_cache, "--batch_size=8")
     procs = [
         subprocess.Popen(
             args,
@@ -448,18 +454,7 @@ def test_cli_cpu_devices(corpus, checkpoint, reference_run, tmp_path, compilatio
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "eval.py"),
-            f"--checkpoint={checkpoint}",
-            f"--manifest={corpus['manifest']}",
-            f"--output_dir={out}",
-            f"--max_length={MAX_LENGTH}",
-            "--batch_size=6",
-            f"--buckets={BUCKETS[-1]}",
-            f"--compilation_cache={compilation_cache}",
-            "--cpu_devices=3",
-        ],
+        _eval_cli(corpus, checkpoint, out, compilation_cache, "--batch_size=6", "--cpu_devices=3"),
         env=env,
         cwd=tmp_path,
         capture_output=True,
