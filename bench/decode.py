@@ -45,28 +45,12 @@ import jax  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from s2t_jax.host_devices import use_cpu_cores  # noqa: E402
-
-
-def _cpu_devices_flag(argv) -> int | None:
-    """--cpu_devices N from argv, read before anything makes a JAX array."""
-    argv = sys.argv[1:] if argv is None else argv
-    for i, arg in enumerate(argv):
-        if arg.startswith("--cpu_devices="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--cpu_devices" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return None
-
-
-if __name__ == "__main__":
-    use_cpu_cores(_cpu_devices_flag(None))  # one XLA:CPU device per core (or as asked)
-
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from s2t_jax import Speech2TextForConditionalGeneration  # noqa: E402
 from s2t_jax.buckets import DEFAULT_BUCKETS, pad_to_bucket  # noqa: E402
+from s2t_jax.host_devices import use_cpu_cores  # noqa: E402
 from s2t_jax.model import Speech2Text  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -169,12 +153,6 @@ def encoder_gflops(model, x, mask, repeats: int) -> tuple[float, float]:
     run()
     seconds = best_time(run, repeats, 30.0)
     return encoder_flops(model.config, *x.shape[:2]) / seconds / 1e9, seconds
-
-
-def torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def hf_generate(hf, x, mask, threads: int, **kwargs):
@@ -287,6 +265,7 @@ def main(argv=None):
     args.max_length = args.max_length or (60 if args.quick else 200)
     args.repeats = args.repeats or (3 if args.quick else 2)
     args.torch_threads = [int(t) for t in args.torch_threads.split(",")]
+    use_cpu_cores(args.cpu_devices)  # before the first JAX array: one XLA:CPU device per core
     low, high = (float(s) for s in (args.seconds or ("2,6" if args.quick else "2,15")).split(","))
 
     rng = np.random.default_rng(0)
@@ -297,7 +276,7 @@ def main(argv=None):
     peak = matmul_peak_gflops()
     print(
         f"devices: {jax.devices()}  cpu cores: {os.cpu_count()}  float32 matmul peak: {peak:.1f} GFLOP/s"
-        f"\ntorch {torch_version()}, jax {jax.__version__}"
+        f"\ntorch {sys.modules['torch'].__version__}, jax {jax.__version__}"
     )
     print(f"max_length {args.max_length}, utterances {low}-{high} s, best of {args.repeats} rounds")
     results = []

@@ -394,23 +394,24 @@ def _select_returned(ids, scores, lengths, num_beams: int, num_return: int):
     return keep(ids), keep(scores), keep(lengths)
 
 
-def _split_over(mesh: Mesh | None, fn, outputs, last=P()):
-    """jit(fn), or with a mesh, jit of fn run on each device's block of rows.
+ROWS, SAME = P("data"), P()  # split by rows over the mesh; the same on every device
 
-    fn(params, rows_a, rows_b, last): params are copied to every device, rows_a / rows_b split
-    by rows, `last` by the spec `last` (a prefix tree); `outputs` is the output spec, rows
-    split likewise. Each device runs its own search on its rows, with no communication at
-    all: its while loop stops when its own rows are done.
+
+def _split_over(mesh: Mesh | None, fn, in_specs, out_specs):
+    """jit(fn), or with a mesh, jit of fn run on each device's block of rows (specs as
+    shard_map's). Each device runs its own search on its rows, with no communication at all:
+    its while loop stops when its own rows are done.
     """
     if mesh is None:
         return jax.jit(fn)
-    rows, same = P("data"), P()
     # check_vma off: the search's loop carries mix replicated (step counter) and per-device
     # (sequences) values, which is exactly what running one search per device means.
-    mapped = jax.shard_map(
-        fn, mesh=mesh, in_specs=(same, rows, rows, last), out_specs=outputs, check_vma=False
-    )
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
     return jax.jit(mapped)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-int(n) // multiple) * multiple
 
 
 def _search_fn(config, static: StaticSettings, encoded: bool = False, mesh: Mesh | None = None):
@@ -439,9 +440,8 @@ def _search_fn(config, static: StaticSettings, encoded: bool = False, mesh: Mesh
     def call(params, features, mask, options):
         per_row = np.ndim(options.forced_bos_token_id) > 0  # a static shape, also when traced
         if per_row not in split:
-            bos = P("data") if per_row else P()
-            spec = SearchOptions(P(), bos, P(), P(), P())
-            split[per_row] = _split_over(mesh, run, P("data"), spec)
+            spec = SearchOptions(SAME, ROWS if per_row else SAME, SAME, SAME, SAME)
+            split[per_row] = _split_over(mesh, run, (SAME, ROWS, ROWS, spec), ROWS)
         return split[per_row](params, features, mask, options)
 
     return call
@@ -452,13 +452,12 @@ def _encoder_fn(config, mesh: Mesh | None = None):
     module = Speech2Text(config)
     dtype = DTYPES[config.dtype]
 
-    def run(params, features, mask, unused=None):
+    def run(params, features, mask):
         ENCODER_TRACES[features.shape] += 1  # runs at trace time only
         features = jnp.asarray(features, dtype)
         return module.apply({"params": params}, features, mask, method=Speech2Text.encode)
 
-    fn = _split_over(mesh, run, (P("data"), P("data")))
-    return lambda params, features, mask: fn(params, features, mask, None)
+    return _split_over(mesh, run, (SAME, ROWS, ROWS), (ROWS, ROWS))
 
 
 def make_generate_fn(
@@ -690,7 +689,9 @@ def _mesh_size(mesh: Mesh | None) -> int:
 
 
 _ON_DEVICE: dict = {}  # device -> (params, their copy on that device)
-_ON_MESH: dict = {}  # mesh -> (params, their replicated array over the mesh)
+# mesh -> (params, their replicated arrays over the mesh): assembling ~360 arrays from the
+# devices' copies costs ~8 ms, too much to redo on every call.
+_ON_MESH: dict = {}
 
 
 def _replicated(params, mesh: Mesh):
@@ -711,7 +712,7 @@ def _replicated(params, mesh: Mesh):
             on = (params, jax.tree.leaves(jax.device_put(params, device)))
             _ON_DEVICE[device] = on
         copies.append(on[1])
-    same = NamedSharding(mesh, P())
+    same = NamedSharding(mesh, SAME)
     arrays = [
         jax.make_array_from_single_device_arrays(np.shape(leaf), same, [c[i] for c in copies])
         for i, leaf in enumerate(leaves)
@@ -726,7 +727,7 @@ def _on_mesh(mesh: Mesh | None, params, *rows):
     _replicated), row arrays split by rows."""
     if mesh is None:
         return (params, *rows)
-    split = NamedSharding(mesh, P("data"))
+    split = NamedSharding(mesh, ROWS)
     return (_replicated(params, mesh), *(jax.device_put(x, split) for x in rows))
 
 
@@ -749,7 +750,7 @@ def _pow2(n) -> int:
 def _group_inputs(features, mask, rows, frames: int, shards: int = 1):
     """A group's features and mask: its rows, cut to its frames, padded to a power of two
     (and to a multiple of `shards`, the devices it is split over)."""
-    size = -(-_pow2(len(rows)) // shards) * shards
+    size = _round_up(_pow2(len(rows)), shards)
     return (
         pad_axis(features[rows, :frames], size, axis=0),
         pad_axis(mask[rows, :frames], size, axis=0),
@@ -952,7 +953,7 @@ def generate(
     padded_frames = bucket_for(frames, buckets)
     padded_batch = bucket_for(batch, batch_buckets)
     mesh = generation_mesh(devices, padded_batch)
-    padded_batch = -(-padded_batch // _mesh_size(mesh)) * _mesh_size(mesh)
+    padded_batch = _round_up(padded_batch, _mesh_size(mesh))
     features = pad_axis(pad_axis(features, padded_frames, axis=1), padded_batch, axis=0)
     mask = pad_axis(pad_axis(mask, padded_frames, axis=1), padded_batch, axis=0)
 
