@@ -8,7 +8,7 @@ python convert_checkpoint.py --src train_workdir/ --dst model/             # tra
 
 import argparse
 
-from s2t_jax.convert import convert_checkpoint
+from s2t_jax.checkpoints.convert import convert_checkpoint
 
 
 def main(argv=None):

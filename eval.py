@@ -11,8 +11,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from s2t_jax import distributed
-from s2t_jax.buckets import DEFAULT_BUCKETS
+from s2t_jax.decoding.buckets import DEFAULT_BUCKETS
+from s2t_jax.parallel import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file[:arg]; its data.root/config_yaml is the data config."
@@ -47,13 +47,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.cpu_devices:
-        from s2t_jax.host_devices import use_cpu_cores
+        from s2t_jax.parallel.host_devices import use_cpu_cores
 
         # Before anything starts JAX: each core then searches its own rows (docs/generation.md).
         use_cpu_cores(None if FLAGS.cpu_devices < 0 else FLAGS.cpu_devices)
     distributed.initialize()
-    from s2t_jax import evaluate
-    from s2t_jax.generation import enable_compilation_cache
+    from s2t_jax.decoding.generation import enable_compilation_cache
+    from s2t_jax.evaluation import evaluate
 
     if FLAGS.compilation_cache:
         enable_compilation_cache(FLAGS.compilation_cache)

@@ -26,10 +26,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from s2t_jax import distributed  # first JAX call of the run: before any device is touched
+    from s2t_jax.parallel import (
+        distributed,  # first JAX call of the run: before any device is touched
+    )
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from s2t_jax.trainer import train_and_evaluate
+    from s2t_jax.training.trainer import train_and_evaluate
 
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

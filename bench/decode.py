@@ -49,9 +49,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from s2t_jax import Speech2TextForConditionalGeneration  # noqa: E402
-from s2t_jax.buckets import DEFAULT_BUCKETS, pad_to_bucket  # noqa: E402
-from s2t_jax.host_devices import use_cpu_cores  # noqa: E402
-from s2t_jax.model import Speech2Text  # noqa: E402
+from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, pad_to_bucket  # noqa: E402
+from s2t_jax.models.model import Speech2Text  # noqa: E402
+from s2t_jax.parallel.host_devices import use_cpu_cores  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from shapes import s2t_small  # noqa: E402
@@ -82,7 +82,7 @@ def build_models(directory: Path, seed: int = 0):
 
 def speech_stream() -> np.ndarray:
     """The shared recordings at 16 kHz, end to end (one fallback recording on a clean clone)."""
-    from s2t_jax.audio import load_audio
+    from s2t_jax.frontend.audio import load_audio
 
     waves = []
     for name in AUDIO:
@@ -97,7 +97,7 @@ def speech_stream() -> np.ndarray:
 
 def speech_batch(stream, n: int, low: float, high: float, rng):
     """n utterances of low..high seconds at random offsets -> bucket-padded (features, mask)."""
-    from s2t_jax.features import Speech2TextFeatureExtractor
+    from s2t_jax.frontend.features import Speech2TextFeatureExtractor
 
     cut = []
     for seconds in rng.uniform(low, high, n):

@@ -31,8 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from s2t_jax import features as features_module  # noqa: E402
-from s2t_jax.audio import load_audio  # noqa: E402
+from s2t_jax.frontend import features as features_module  # noqa: E402
+from s2t_jax.frontend.audio import load_audio  # noqa: E402
 
 SR = 16000
 DURATIONS_S = [2, 4, 6, 8, 10, 12, 9, 9]  # 60 s in all

@@ -4,7 +4,7 @@ Both do forward + backward + clip + Adam on a random-init s2t_transformer_s (29.
 vocab 10000, tied) in float32 with dropout 0.1. The two run in one process, one step each in
 turn, so a shared machine's changing load hits both alike; we report medians of the per-pair
 times and of their ratio. (torch's OpenMP threads are told to sleep, not spin, between steps.)
-MFU = analytic train FLOPs (s2t_jax.flops) per second over the measured matmul peak: the best
+MFU = analytic train FLOPs (s2t_jax.training.flops) per second over the measured matmul peak: the best
 median rate of a square float32 matmul chain, in jax or torch.
 
     python bench/train_step.py [--batch 8 --frames 1024 --target 64 --steps 8]
@@ -24,8 +24,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from shapes import s2t_small  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from s2t_jax import flops, train_state  # noqa: E402
-from s2t_jax.config import Speech2TextConfig  # noqa: E402
+from s2t_jax.models.config import Speech2TextConfig  # noqa: E402
+from s2t_jax.training import (
+    flops,  # noqa: E402
+    train_state,  # noqa: E402
+)
 
 SMALL = s2t_small(tied=True)  # dropout, attention and activation dropout 0.1
 

@@ -10,7 +10,7 @@ recipe's published hyperparameters, and calls `shrink_for_local_run` when the ar
 
 import ml_collections
 
-from s2t_jax.sharding import DEFAULT_RULES
+from s2t_jax.training.sharding import DEFAULT_RULES
 
 # fairseq's s2t_transformer_{s,m,l}: d_model, heads, ffn, dropout (attention and activation
 # dropout follow dropout in fairseq's base architecture). 12 encoder / 6 decoder layers,

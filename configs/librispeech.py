@@ -3,7 +3,7 @@
     python train.py --config configs/librispeech.py:small --workdir ws/ls_s \
         --config.data.root=/data/librispeech
 
-Data as fairseq's prep_librispeech_data.py (or our s2t_jax.data.prep_librispeech) writes it:
+Data as fairseq's prep_librispeech_data.py (or our s2t_jax.data.prep.librispeech) writes it:
 unigram 10000 vocabulary, SpecAugment policy "ld" in config.yaml, train = all 960 h.
 Recipe: s2t_transformer_{s,m,l}, tied embeddings, lr 2e-3 / 1e-3 / 5e-4, inverse_sqrt with
 10k warmup, max_tokens 40000, update_freq 8, 300k updates, clip 10, label smoothing 0.1.

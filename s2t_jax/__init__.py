@@ -7,13 +7,13 @@ tokenizer does not pay for building the model.
 import importlib
 
 _EXPORTS = {
-    "Speech2TextConfig": "s2t_jax.config",
+    "Speech2TextConfig": "s2t_jax.models.config",
     "Speech2TextForConditionalGeneration": "s2t_jax.modeling",
     "Speech2TextModel": "s2t_jax.modeling",
-    "Speech2TextFeatureExtractor": "s2t_jax.features",
-    "Speech2TextTokenizer": "s2t_jax.tokenizer",
-    "Speech2TextProcessor": "s2t_jax.processor",
-    "load_audio": "s2t_jax.audio",
+    "Speech2TextFeatureExtractor": "s2t_jax.frontend.features",
+    "Speech2TextTokenizer": "s2t_jax.frontend.tokenizer",
+    "Speech2TextProcessor": "s2t_jax.frontend.processor",
+    "load_audio": "s2t_jax.frontend.audio",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2t_jax import checkpointing, convert
-from s2t_jax.config import Speech2TextConfig
-from s2t_jax.layers import DTYPES
-from s2t_jax.model import Speech2Text
+from s2t_jax.checkpoints import convert, orbax_io
+from s2t_jax.models.config import Speech2TextConfig
+from s2t_jax.models.layers import DTYPES
+from s2t_jax.models.model import Speech2Text
 
 PARAMS_DIR = "params"
 # Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
@@ -112,7 +112,7 @@ class _PretrainedSpeech2Text:
             config = Speech2TextConfig.from_pretrained(path, **config_overrides)
             if kind == "ours":
                 target = abstract_params(config.replace(param_dtype="float32"), cls.with_lm_head)
-                params = checkpointing.restore_params(os.path.join(path, PARAMS_DIR), target)
+                params = orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
             else:
                 state = convert.load_hf_state_dict(path)
                 if not cls.with_lm_head:
@@ -138,7 +138,7 @@ class _PretrainedSpeech2Text:
             convert.save_hf_dir(params, self.config, path)
         else:
             self.config.save_pretrained(path)
-            checkpointing.save_params(os.path.join(path, PARAMS_DIR), params)
+            orbax_io.save_params(os.path.join(path, PARAMS_DIR), params)
         if self.source_dir and os.path.abspath(self.source_dir) != os.path.abspath(path):
             for name in SIDE_FILES:
                 src = os.path.join(self.source_dir, name)
@@ -203,6 +203,6 @@ class Speech2TextForConditionalGeneration(_PretrainedSpeech2Text):
     with_lm_head = True
 
     def generate(self, input_features, attention_mask=None, **kwargs):
-        from s2t_jax.generation import generate
+        from s2t_jax.decoding.generation import generate
 
         return generate(self, input_features, attention_mask=attention_mask, **kwargs)

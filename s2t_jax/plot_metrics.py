@@ -1,62 +1,6 @@
-"""Plots training loss and dev WER against step from a workdir's metrics.jsonl, to a PNG.
+"""`python -m s2t_jax.plot_metrics WORKDIR`: see s2t_jax.training.plot_metrics."""
 
-python -m s2t_jax.plot_metrics WORKDIR [--out WORKDIR/training_curves.png]
-"""
-
-import argparse
-import json
-import os
-
-import matplotlib
-
-matplotlib.use("Agg")  # no display: write files only
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def read_metrics(workdir: str) -> dict[str, list[dict]]:
-    """metrics.jsonl rows grouped by split ('train', 'valid', ...)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no metrics (is {workdir} a training workdir?)")
-    out: dict[str, list[dict]] = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed run
-            out.setdefault(row.get("split", ""), []).append(row)
-    return out
-
-
-def plot_training(workdir: str, out: str | None = None) -> str:
-    metrics = read_metrics(workdir)
-    train = [r for r in metrics.get("train", []) if "loss" in r]
-    valid = [r for r in metrics.get("valid", []) if "wer" in r]
-    fig, ax_loss = plt.subplots(figsize=(7, 4), dpi=120)
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
-    ax_loss.set_xlabel("update")
-    ax_loss.set_ylabel("training loss", color="tab:blue")
-    if valid:
-        ax_wer = ax_loss.twinx()
-        ax_wer.plot([r["step"] for r in valid], [r["wer"] for r in valid], "o-", color="tab:red")
-        ax_wer.set_ylabel("dev WER (%)", color="tab:red")
-        ax_wer.set_ylim(bottom=0)
-    ax_loss.set_title(os.path.basename(os.path.abspath(workdir)))
-    fig.tight_layout()
-    out = out or os.path.join(workdir, "training_curves.png")
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workdir")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    print(f"wrote {plot_training(args.workdir, args.out)}")
-
+from s2t_jax.training.plot_metrics import main
 
 if __name__ == "__main__":
     main()

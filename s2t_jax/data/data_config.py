@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from s2t_jax.data.vocab import TargetEncoder
-from s2t_jax.specaugment import SpecAugmentPolicy
+from s2t_jax.frontend.specaugment import SpecAugmentPolicy
 
 KNOWN_TRANSFORMS = ("utterance_cmvn", "global_cmvn", "specaugment")
 

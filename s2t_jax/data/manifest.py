@@ -134,7 +134,7 @@ def load_features_or_waveform(
 
     Raises OSError/ValueError (AudioError for sound files) naming the file when unreadable.
     """
-    from s2t_jax.audio import AudioError, load_audio, resample, validate_waveform
+    from s2t_jax.frontend.audio import AudioError, load_audio, resample, validate_waveform
 
     path, ptr = parse_audio_path(audio)
     path = resolve(path, root)

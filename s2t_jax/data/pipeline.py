@@ -270,7 +270,7 @@ class LoadBatch(grain.transforms.Map):
 
     def features(self, i: int) -> np.ndarray:
         """Utterance i -> normalised features float32 [frames, num_mel_bins]."""
-        from s2t_jax import features as fe
+        from s2t_jax.frontend import features as fe
 
         kind, x = load_features_or_waveform(
             self.split.audio[i], self.audio_root, self.sampling_rate

@@ -15,7 +15,7 @@ import sentencepiece as spm
 import soundfile
 import yaml
 
-from s2t_jax.data import demo_corpus as dc
+from s2t_jax.data.prep import demo_corpus as dc
 
 SMALL = dict(num_train=20, num_dev=5, num_test=5, seed=0, vocab_size=64)
 HEADER = ["id", "audio", "n_frames", "tgt_text", "speaker"]

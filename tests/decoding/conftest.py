@@ -61,7 +61,7 @@ def recording() -> np.ndarray | None:
     One recording only, so that CI without ../shared sees exactly the features we see here.
     """
     try:
-        from s2t_jax.audio import load_audio
+        from s2t_jax.frontend.audio import load_audio
     except ImportError:
         return None
     for folder in AUDIO_DIRS:
@@ -88,7 +88,7 @@ def speech_features(feat: int, seconds=AUDIO_SECONDS, seed: int = 0):
     are missing (a CI without ../shared and without tests/assets).
     """
     try:
-        from s2t_jax.features import Speech2TextFeatureExtractor
+        from s2t_jax.frontend.features import Speech2TextFeatureExtractor
     except ImportError:
         Speech2TextFeatureExtractor = None
     if Speech2TextFeatureExtractor is not None and recording() is not None:

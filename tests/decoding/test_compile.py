@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from s2t_jax import Speech2TextForConditionalGeneration, generation
-from s2t_jax.buckets import DEFAULT_BUCKETS, bucket_for, pad_to_bucket
+from s2t_jax import Speech2TextForConditionalGeneration
+from s2t_jax.decoding import generation
+from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, bucket_for, pad_to_bucket
 from tests.decoding.conftest import save_varied_model, speech_features
 
 
@@ -115,7 +116,7 @@ def test_persistent_compilation_cache(tmp_path, varied):
         f"""
         import numpy as np
         from s2t_jax import Speech2TextForConditionalGeneration
-        from s2t_jax.generation import enable_compilation_cache
+        from s2t_jax.decoding.generation import enable_compilation_cache
         enable_compilation_cache({str(tmp_path / "cache")!r})
         model = Speech2TextForConditionalGeneration.from_pretrained({str(model_dir)!r})
         x = np.zeros((1, 64, model.config.input_feat_per_channel), np.float32)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from s2t_jax import generation
+from s2t_jax.decoding import generation
 from tests.decoding.conftest import hf_generate, speech_features
 
 BUCKETS = (64, 128, 192, 256)
@@ -111,7 +111,7 @@ def test_use_cpu_cores_sets_the_device_count_before_jax_starts():
     out = _run(
         """
         import jax
-        from s2t_jax.host_devices import use_cpu_cores
+        from s2t_jax.parallel.host_devices import use_cpu_cores
         assert use_cpu_cores(3) == 3
         assert jax.device_count() == 3, jax.devices()
         try:
@@ -126,7 +126,7 @@ def test_use_cpu_cores_sets_the_device_count_before_jax_starts():
     out = _run(
         """
         import jax
-        from s2t_jax.host_devices import use_cpu_cores
+        from s2t_jax.parallel.host_devices import use_cpu_cores
         print(use_cpu_cores(3), jax.device_count())
         """,
         XLA_FLAGS="--xla_force_host_platform_device_count=2",

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from s2t_jax import generation
-from s2t_jax.buckets import pad_to_bucket
+from s2t_jax.decoding import generation
+from s2t_jax.decoding.buckets import pad_to_bucket
 from tests.decoding.conftest import hf_generate, speech_features
 
 BUCKETS = (64, 128, 192, 256)

@@ -11,10 +11,10 @@ from transformers.generation.logits_process import (
     NoRepeatNGramLogitsProcessor,
 )
 
-from s2t_jax import generation
-from s2t_jax.beam_search import beam_search, length_penalty_table
-from s2t_jax.generation import GenerationSettings, make_logits_processor, search_options
-from s2t_jax.model import Speech2Text
+from s2t_jax.decoding import generation
+from s2t_jax.decoding.beam_search import beam_search, length_penalty_table
+from s2t_jax.decoding.generation import GenerationSettings, make_logits_processor, search_options
+from s2t_jax.models.model import Speech2Text
 from tests.decoding.conftest import speech_features
 
 

@@ -8,10 +8,10 @@ import soundfile
 import soxr
 
 from s2t_jax import Speech2TextForConditionalGeneration
-from s2t_jax.features import Speech2TextFeatureExtractor
-from s2t_jax.processor import Speech2TextProcessor
-from s2t_jax.tokenizer import MUSTC_LANGS, Speech2TextTokenizer
-from s2t_jax.transcribe import main, split_windows, window_samples
+from s2t_jax.decoding.transcribe import main, split_windows, window_samples
+from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+from s2t_jax.frontend.processor import Speech2TextProcessor
+from s2t_jax.frontend.tokenizer import MUSTC_LANGS, Speech2TextTokenizer
 from tests.decoding.conftest import AUDIO_DIRS, AUDIO_NAME
 from tests.hf_models import SHAPES, make_hf_model
 
@@ -104,7 +104,7 @@ def test_long_audio_is_windowed_batched_and_joined(model_dir, audio_files, capsy
     assert [line.split("\t")[0] for line in lines] == [str(files[0]), str(files[2])]
     assert str(files[1]) in err and str(files[3]) in err and err.count("skipped") == 2
 
-    from s2t_jax.audio import load_audio
+    from s2t_jax.frontend.audio import load_audio
 
     config = Speech2TextForConditionalGeneration.from_pretrained(model_dir).config
     length, step = window_samples(config, 16000)
@@ -120,7 +120,7 @@ def test_tgt_lang_forces_the_language_tag(model_dir, audio_files, capsys):
     code = main(["--model", str(model_dir), "--tgt_lang", "fr", str(audio_files["short"])])
     out, _ = capsys.readouterr()
     assert code == 0
-    from s2t_jax.audio import load_audio
+    from s2t_jax.frontend.audio import load_audio
 
     wave = load_audio(audio_files["short"], 16000)
     lang_id = Speech2TextProcessor.from_pretrained(model_dir).tokenizer.lang_code_to_id["fr"]

@@ -25,10 +25,10 @@ import sacrebleu
 import soundfile
 import torch
 
-from s2t_jax import evaluate as ev
-from s2t_jax.buckets import bucket_for
-from s2t_jax.data.demo_corpus import train_spm
-from s2t_jax.metrics import TextNormalizer
+from s2t_jax.data.prep.demo_corpus import train_spm
+from s2t_jax.decoding.buckets import bucket_for
+from s2t_jax.evaluation import evaluate as ev
+from s2t_jax.evaluation.metrics import TextNormalizer
 from tests.hf_models import make_hf_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -294,7 +294,7 @@ def test_processor_files_win_over_the_data_config(corpus, checkpoint, reference_
     utterance CMVN here, so the hypotheses are the data-config run's)."""
     import sentencepiece as spm
 
-    from s2t_jax.features import Speech2TextFeatureExtractor
+    from s2t_jax.frontend.features import Speech2TextFeatureExtractor
 
     model_dir = tmp_path / "model_with_processor"
     shutil.copytree(checkpoint, model_dir)
@@ -313,21 +313,22 @@ def test_processor_files_win_over_the_data_config(corpus, checkpoint, reference_
 def test_training_workdir(corpus, checkpoint, tmp_path):
     """A training workdir (or one of its checkpoints/<step>) loads its model params, and the
     data config its train_config.json names supplies tokenizer and CMVN."""
-    from s2t_jax import Speech2TextForConditionalGeneration, checkpointing
+    from s2t_jax import Speech2TextForConditionalGeneration
+    from s2t_jax.checkpoints import orbax_io
 
     model = Speech2TextForConditionalGeneration.from_pretrained(checkpoint)
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / checkpointing.MODEL_CONFIG_FILE).write_text(json.dumps(model.config.to_dict()))
+    (workdir / orbax_io.MODEL_CONFIG_FILE).write_text(json.dumps(model.config.to_dict()))
     data = {"root": str(corpus["root"]), "config_yaml": "config.yaml"}
     (workdir / "train_config.json").write_text(json.dumps({"data": data}))
-    ckpt = checkpointing.TrainCheckpointer(
-        str(workdir / checkpointing.CHECKPOINT_DIR), keep_best=0, async_save=False
+    ckpt = orbax_io.TrainCheckpointer(
+        str(workdir / orbax_io.CHECKPOINT_DIR), keep_best=0, async_save=False
     )
     params = jax.tree.map(np.asarray, model.params)
     ckpt.save(7, {"step": np.int32(7), "params": {"model": params}}, {"seed": 1})
     ckpt.close()
-    for path in (workdir, workdir / checkpointing.CHECKPOINT_DIR / "7"):
+    for path in (workdir, workdir / orbax_io.CHECKPOINT_DIR / "7"):
         loaded = ev.load_checkpoint(str(path))
         assert (loaded.kind, loaded.step, loaded.workdir) == ("training", 7, str(workdir))
         jax.tree.map(np.testing.assert_array_equal, loaded.model.params, params)
@@ -404,7 +405,7 @@ def _free_port() -> int:
 def test_generator_ids_equal_model_generate(corpus, checkpoint, num_devices):
     """The sharded decoder's ids are model.generate's for the same padded inputs."""
     from s2t_jax import Speech2TextForConditionalGeneration
-    from s2t_jax.generation import resolve_settings
+    from s2t_jax.decoding.generation import resolve_settings
 
     model = Speech2TextForConditionalGeneration.from_pretrained(checkpoint)
     loaded = ev.LoadedCheckpoint(model, "model_dir")

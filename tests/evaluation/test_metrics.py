@@ -4,7 +4,7 @@ import jiwer
 import pytest
 import sacrebleu
 
-from s2t_jax.metrics import TextNormalizer, bleu, chrf, utterance_errors, word_error_rate
+from s2t_jax.evaluation.metrics import TextNormalizer, bleu, chrf, utterance_errors, word_error_rate
 
 REFS = ["the cat sat on the mat", "a b c d", "hello world", "one two three four five"]
 HYPS = ["the cat sat on a mat", "a x c", "hello world again", "one two three four five"]

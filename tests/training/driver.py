@@ -26,7 +26,7 @@ def install_hooks():
     kill_after = int(os.environ.get("S2T_TEST_KILL_AFTER_STEPS", "0"))
     term_after = int(os.environ.get("S2T_TEST_SIGTERM_AFTER_STEPS", "0"))
     if kill_after or term_after:
-        from s2t_jax import metrics_writer
+        from s2t_jax.training import metrics_writer
 
         write, seen = metrics_writer.MetricWriter.write, []
 

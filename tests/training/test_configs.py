@@ -7,7 +7,7 @@ import pytest
 
 from configs import common, covost, debug, librispeech, mustc
 from s2t_jax.modeling import abstract_params, count_params
-from s2t_jax.train_state import model_config_from
+from s2t_jax.training.train_state import model_config_from
 
 # Expected counts of transformers' released checkpoints (tied LibriSpeech, untied MuST-C).
 RELEASED = [
@@ -30,7 +30,7 @@ VARIANTS = (
 @functools.lru_cache(maxsize=None)
 def _count(model_config_json: str) -> int:
     """Parameter count of a model shape (cached: many variants share one shape)."""
-    from s2t_jax.config import Speech2TextConfig
+    from s2t_jax.models.config import Speech2TextConfig
 
     return count_params(abstract_params(Speech2TextConfig.from_dict(json.loads(model_config_json))))
 

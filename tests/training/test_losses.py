@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from s2t_jax.losses import ctc_loss, label_smoothed_nll_loss
+from s2t_jax.training.losses import ctc_loss, label_smoothed_nll_loss
 
 PAD = 1
 

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from s2t_jax import checkpointing
-from s2t_jax.metrics_writer import read_metrics
+from s2t_jax.checkpoints import orbax_io
+from s2t_jax.training.metrics_writer import read_metrics
 from tests.training.synthetic import write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,7 +76,7 @@ def corpus(tmp_path_factory):
 
 
 def test_two_processes_train_like_one(corpus, tmp_path):
-    from s2t_jax.trainer import train_and_evaluate
+    from s2t_jax.training.trainer import train_and_evaluate
     from tests.training.helpers import debug_config
 
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
@@ -105,7 +105,7 @@ def test_two_processes_train_like_one(corpus, tmp_path):
         assert v2[key] == pytest.approx(v1[key], rel=1e-5, abs=1e-6), key
 
     def final_params(workdir):
-        ckpt = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
+        ckpt = orbax_io.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
         try:
             state, _ = ckpt.restore(STEPS)
         finally:
@@ -121,12 +121,12 @@ def test_two_processes_train_like_one(corpus, tmp_path):
 ROWS_SCRIPT = """
 import sys
 import numpy as np
-from s2t_jax import distributed
+from s2t_jax.parallel import distributed
 pid = int(sys.argv[1])
 distributed.initialize(f"localhost:{sys.argv[2]}", 2, pid)
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
-from s2t_jax import sharding
+from s2t_jax.training import sharding
 mesh = sharding.make_mesh({"data": 2, "fsdp": 2})
 feed = NamedSharding(mesh, sharding.batch_spec(mesh))
 local = np.arange(4 * 3, dtype=np.float32).reshape(4, 3) + 100 * pid  # this process's rows

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2t_jax import optim, train_state
+from s2t_jax.training import optim, train_state
 from tests.training.helpers import make_task, random_batch, split_batch
 
 

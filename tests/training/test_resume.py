@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2t_jax import checkpointing, resilience
-from s2t_jax.metrics_writer import read_metrics
+from s2t_jax.checkpoints import orbax_io
+from s2t_jax.training import resilience
+from s2t_jax.training.metrics_writer import read_metrics
 from tests.training.helpers import debug_config
 from tests.training.synthetic import write_corpus
 
@@ -84,7 +85,7 @@ def _train_steps(workdir):
 
 
 def _state(workdir, step):
-    ckpt = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
+    ckpt = orbax_io.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
     try:
         state, meta = ckpt.restore(step)
     finally:
@@ -134,7 +135,7 @@ def test_killed_and_preempted_runs_resume_bitwise(corpus, tmp_path):
     assert rc == 0, out[-3000:]
     preempted = _train_steps(broken)[-1]
     assert "preempted" in out and preempted < MAX_UPDATE, out[-3000:]
-    ckpt = checkpointing.TrainCheckpointer(os.path.join(broken, "checkpoints"))
+    ckpt = orbax_io.TrainCheckpointer(os.path.join(broken, "checkpoints"))
     assert ckpt.latest_step() == preempted
     ckpt.close()
 
@@ -186,13 +187,13 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(damage, tmp_path, 
     directory = str(tmp_path / "checkpoints")
     w = np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)
     states = {s: {"w": jnp.asarray(w * s), "step": jnp.int32(s)} for s in (10, 20)}
-    ckpt = checkpointing.TrainCheckpointer(directory, keep_best=0)
+    ckpt = orbax_io.TrainCheckpointer(directory, keep_best=0)
     for s, state in states.items():
         ckpt.save(s, state, {"step": s, "fingerprint": resilience.fingerprint(state)})
     ckpt.close()
     damage(os.path.join(directory, "20"))
 
-    ckpt = checkpointing.TrainCheckpointer(directory, keep_best=0)
+    ckpt = orbax_io.TrainCheckpointer(directory, keep_best=0)
     abstract = jax.eval_shape(lambda: states[10])
     with caplog.at_level("WARNING"):
         state, meta, step = resilience.restore_latest_good(ckpt, abstract)
@@ -209,15 +210,15 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(damage, tmp_path, 
 def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     directory = str(tmp_path / "checkpoints")
     state = {"w": jnp.ones((8, 8))}
-    ckpt = checkpointing.TrainCheckpointer(directory, keep_best=0)
+    ckpt = orbax_io.TrainCheckpointer(directory, keep_best=0)
     ckpt.save(5, state, {"fingerprint": resilience.fingerprint(state)})
     ckpt.close()
     _delete_metadata(os.path.join(directory, "5"))
-    ckpt = checkpointing.TrainCheckpointer(directory, keep_best=0)
+    ckpt = orbax_io.TrainCheckpointer(directory, keep_best=0)
     with pytest.raises(RuntimeError, match="no usable checkpoint"):
         resilience.restore_latest_good(ckpt, jax.eval_shape(lambda: state))
     ckpt.close()
-    empty = checkpointing.TrainCheckpointer(str(tmp_path / "none"), keep_best=0)
+    empty = orbax_io.TrainCheckpointer(str(tmp_path / "none"), keep_best=0)
     assert resilience.restore_latest_good(empty, jax.eval_shape(lambda: state)) is None
     empty.close()
 
@@ -288,7 +289,7 @@ def _nan_config(root, policy):
 def test_nan_policy_skip_leaves_the_state_unchanged_counts_and_logs(
     corpus, inf_in_train_3, tmp_path, caplog
 ):
-    from s2t_jax.trainer import train_and_evaluate
+    from s2t_jax.training.trainer import train_and_evaluate
 
     workdir = str(tmp_path)
     with caplog.at_level("WARNING"):
@@ -310,7 +311,7 @@ def test_nan_policy_skip_leaves_the_state_unchanged_counts_and_logs(
 
 
 def test_nan_policy_stop_names_the_step_and_utterances(corpus, inf_in_train_3, tmp_path):
-    from s2t_jax.trainer import train_and_evaluate
+    from s2t_jax.training.trainer import train_and_evaluate
 
     with pytest.raises(resilience.NonFiniteLoss, match=r"at update \d+ .*train-3"):
         train_and_evaluate(_nan_config(corpus, "stop"), str(tmp_path))
@@ -325,7 +326,7 @@ def test_disk_full_is_a_clear_error_and_keeps_good_checkpoints(corpus, tmp_path,
     """ENOSPC while Orbax writes step 8 (a real write path, in the background thread)."""
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as jh
 
-    from s2t_jax.trainer import train_and_evaluate
+    from s2t_jax.training.trainer import train_and_evaluate
 
     save_fn = jh.JsonCheckpointHandler._save_fn
 

@@ -11,9 +11,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import common
-from s2t_jax import sharding, train_state
 from s2t_jax.modeling import abstract_params
-from s2t_jax.train_state import model_config_from
+from s2t_jax.training import sharding, train_state
+from s2t_jax.training.train_state import model_config_from
 from tests.training.helpers import make_task, random_batch
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2t_jax.specaugment import POLICIES, SpecAugmentPolicy, spec_augment
+from s2t_jax.frontend.specaugment import POLICIES, SpecAugmentPolicy, spec_augment
 
 
 def _runs(flags):

@@ -12,14 +12,15 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from s2t_jax import checkpointing, train_state
-from s2t_jax.average_checkpoints import average_checkpoints
+from s2t_jax.checkpoints import orbax_io
+from s2t_jax.checkpoints.averaging import average_checkpoints
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.pipeline import load_split, make_loader
-from s2t_jax.metrics_writer import read_metrics
+from s2t_jax.frontend.specaugment import POLICIES
 from s2t_jax.modeling import Speech2TextForConditionalGeneration, abstract_params
-from s2t_jax.specaugment import POLICIES
-from s2t_jax.trainer import train_and_evaluate
+from s2t_jax.training import train_state
+from s2t_jax.training.metrics_writer import read_metrics
+from s2t_jax.training.trainer import train_and_evaluate
 from tests.training.helpers import debug_config, make_task, random_batch
 from tests.training.synthetic import write_corpus
 
@@ -78,13 +79,13 @@ def test_logs_checkpoints_and_export(run):
         assert np.isfinite(row[key]), key
     assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
     assert "wer" in read_metrics(workdir, "valid")[-1]
-    ckpt = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
+    ckpt = orbax_io.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
     assert ckpt.all_steps() == [100, 200]
     ckpt.close()
-    config, params, step = checkpointing.load_train_checkpoint(workdir)
+    config, params, step = orbax_io.load_train_checkpoint(workdir)
     assert step == STEPS
     assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, abstract_params(config))
-    _, p100, _ = checkpointing.load_train_checkpoint(workdir, 100)
+    _, p100, _ = orbax_io.load_train_checkpoint(workdir, 100)
     _, mean, used = average_checkpoints(workdir, num=2)
     assert used == [100, 200]
     jax.tree.map(
@@ -176,17 +177,17 @@ def test_ctc_head_lives_outside_the_model_params():
 def test_export_round_trip(run, tmp_path):
     """A training checkpoint becomes a model directory that from_pretrained reads back."""
     _, workdir, _ = run
-    config, params, _ = checkpointing.load_train_checkpoint(workdir)
+    config, params, _ = orbax_io.load_train_checkpoint(workdir)
     Speech2TextForConditionalGeneration(config, params).save_pretrained(tmp_path / "m")
     model = Speech2TextForConditionalGeneration.from_pretrained(tmp_path / "m")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), params)
 
 
 def test_load_pretrained_encoder_from_workdir_and_model_dir(run, tmp_path):
-    from s2t_jax.trainer import _load_pretrained_encoder
+    from s2t_jax.training.trainer import _load_pretrained_encoder
 
     _, workdir, _ = run
-    config, trained, _ = checkpointing.load_train_checkpoint(workdir)
+    config, trained, _ = orbax_io.load_train_checkpoint(workdir)
     Speech2TextForConditionalGeneration(config, trained).save_pretrained(tmp_path / "m")
     _, task = make_task(vocab_size=config.vocab_size)
     fresh = jax.device_get(train_state.init_state(task, jax.random.key(7))["params"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from s2t_jax import validation
+from s2t_jax.training import validation
 
 WORDS = ["<pad>", "</s>", "<lang:de>", "<lang:fr>", "the", "cat", "sat", "on", "a", "mat", "dog"]
 PAD, EOS, DE, FR = 0, 1, 2, 3

@@ -1,0 +1,57 @@
+"""Average the model weights of the last N training checkpoints (fairseq's average_checkpoints).
+
+fairseq's S2T recipes evaluate the mean of the last 10 checkpoints' weights. This reads the
+`params["model"]` subtree of the chosen steps of a training workdir, averages in float64 (then
+casts back), and writes one of our model directories (config.json + Orbax params/) that
+`Speech2TextForConditionalGeneration.from_pretrained` and convert_checkpoint.py read.
+
+    python -m s2t_jax.average_checkpoints --workdir ws/ls_s --num 10 --output ws/ls_s/avg_last_10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax
+import numpy as np
+
+from s2t_jax.checkpoints import orbax_io
+
+
+def average_checkpoints(workdir: str, num: int = 10, steps=None):
+    """-> (Speech2TextConfig, averaged params, steps used). Default: the last `num` steps."""
+    ckpt = orbax_io.TrainCheckpointer(
+        os.path.join(workdir, orbax_io.CHECKPOINT_DIR), async_save=False
+    )
+    try:
+        available = ckpt.all_steps()
+    finally:
+        ckpt.close()
+    if steps is None:
+        steps = available[-num:]
+    missing = sorted(set(steps) - set(available))
+    if missing or not steps:
+        raise ValueError(f"{workdir}: steps {missing or steps} not among checkpoints {available}")
+    total, config = None, None
+    for step in steps:
+        config, params, _ = orbax_io.load_train_checkpoint(workdir, step)
+        params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+        total = params if total is None else jax.tree.map(np.add, total, params)
+    mean = jax.tree.map(lambda x: (x / len(steps)).astype(np.float32), total)
+    return config, mean, list(steps)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="training workdir (has checkpoints/)")
+    parser.add_argument("--num", type=int, default=10, help="average the last NUM checkpoints")
+    parser.add_argument("--steps", default="", help="comma-separated steps instead of --num")
+    parser.add_argument("--output", required=True, help="model directory to write")
+    args = parser.parse_args(argv)
+    steps = [int(s) for s in args.steps.split(",") if s] or None
+    config, params, used = average_checkpoints(args.workdir, args.num, steps)
+    from s2t_jax.modeling import Speech2TextForConditionalGeneration
+
+    Speech2TextForConditionalGeneration(config, params).save_pretrained(args.output)
+    print(f"averaged steps {used} -> {args.output}")

@@ -1,0 +1,111 @@
+"""Turns a training workdir into a self-contained model directory.
+
+A workdir holds Orbax train states and the fairseq data config it trained from; users and
+`transcribe` want what a hub repo holds: weights, config.json, and the processor files
+(tokenizer: vocab.json + sentencepiece.bpe.model + tokenizer_config.json; feature extractor:
+preprocessor_config.json with the data config's CMVN), plus generation_config.json. The
+tokenizer's ids are the fairseq dictionary's (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, then the
+dictionary file's order), which is what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from s2t_jax.checkpoints import orbax_io
+
+
+def is_training_workdir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, orbax_io.MODEL_CONFIG_FILE)) and os.path.isdir(
+        os.path.join(path, orbax_io.CHECKPOINT_DIR)
+    )
+
+
+def _data_config(workdir: str):
+    from s2t_jax.data.data_config import DataConfig
+
+    with open(os.path.join(workdir, "train_config.json")) as f:
+        data = json.load(f).get("data", {})
+    if not data.get("root"):
+        raise ValueError(f"{workdir}/train_config.json names no data.root")
+    return DataConfig.load(data["root"], data.get("config_yaml") or "config.yaml")
+
+
+def fairseq_vocab(dict_path: str) -> dict[str, int]:
+    """fairseq dictionary file -> token ids, with the four specials first."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    with open(dict_path, encoding="utf-8") as f:
+        for line in f:
+            token = line.rstrip("\n").rsplit(" ", 1)[0]
+            if token and token not in vocab:
+                vocab[token] = len(vocab)
+    return vocab
+
+
+def write_processor_files(data, out_dir: str, split: str = "test") -> None:
+    """Tokenizer and feature-extractor files for a fairseq data config."""
+    import shutil
+
+    from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+    from s2t_jax.frontend.tokenizer import Speech2TextTokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    if not data.spm_path:
+        raise ValueError("the data config has no sentencepiece model; cannot build a tokenizer")
+    vocab_json = os.path.join(out_dir, "vocab.json")
+    with open(vocab_json, "w", encoding="utf-8") as f:
+        json.dump(fairseq_vocab(data.vocab_path), f, ensure_ascii=False, indent=0)
+    spm_file = os.path.join(out_dir, "sentencepiece.bpe.model")
+    shutil.copy2(data.spm_path, spm_file)
+    Speech2TextTokenizer(vocab_json, spm_file).save_pretrained(out_dir)
+
+    feat = data.input_feat_per_channel
+    kwargs = dict(feature_size=feat, num_mel_bins=feat, sampling_rate=data.sampling_rate)
+    cmvn = data.cmvn(split, is_train=False)
+    if any(step["kind"] == "global" for step in cmvn):
+        stats = next(s for s in cmvn if s["kind"] == "global")["stats_npz_path"]
+        extractor = Speech2TextFeatureExtractor(global_cmvn_path=stats, **kwargs)
+    else:
+        extractor = Speech2TextFeatureExtractor(do_ceptral_normalize=bool(cmvn), **kwargs)
+    extractor.save_pretrained(out_dir)
+
+
+def export_workdir(
+    workdir: str,
+    out_dir: str,
+    step: int | None = None,
+    transformers_format: bool = False,
+    num_beams: int = 5,
+    max_length: int = 200,
+) -> str:
+    """Writes the model of `workdir` (latest step by default) to a model directory."""
+    from s2t_jax.modeling import Speech2TextForConditionalGeneration
+
+    config, params, step = orbax_io.load_train_checkpoint(workdir, step)
+    config = config.replace(num_beams=num_beams, max_length=max_length, early_stopping=True)
+    model = Speech2TextForConditionalGeneration(config, jax_params(params))
+    model.save_pretrained(out_dir, transformers_format=transformers_format)
+    write_processor_files(_data_config(workdir), out_dir)
+    generation = {
+        "num_beams": num_beams,
+        "max_length": max_length,
+        "early_stopping": True,
+        "decoder_start_token_id": config.decoder_start_token_id,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+    }
+    with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
+        json.dump(generation, f, indent=2)
+    with open(os.path.join(out_dir, "export.json"), "w") as f:
+        json.dump({"workdir": os.path.abspath(workdir), "step": int(step)}, f, indent=2)
+    return out_dir
+
+
+def jax_params(params):
+    import jax
+
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), params)

@@ -1,0 +1,1 @@
+"""Corpus builders that write fairseq's layout: LibriSpeech and the synthetic demo corpus."""

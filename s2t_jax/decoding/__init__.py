@@ -1,0 +1,1 @@
+"""Features to token ids: generation settings, greedy and beam search, `generate`, buckets."""

@@ -1,0 +1,1 @@
+"""Checkpoint + manifest to scores: batch evaluation, metrics and output files."""

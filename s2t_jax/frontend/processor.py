@@ -1,0 +1,133 @@
+"""Speech2TextProcessor: the feature extractor and the tokenizer behind one call.
+
+Why: training and inference both need "audio (files or arrays) -> input_features +
+attention_mask" and "text -> labels" with the settings saved next to a checkpoint. This wraps
+`s2t_jax.frontend.features` and `s2t_jax.frontend.tokenizer` with transformers' `Speech2TextProcessor` semantics
+(positional first argument is the audio; with both audio and text, the text ids come back as
+`labels`) and adds file paths as audio: they are decoded, down-mixed and resampled to the
+extractor's rate by `s2t_jax.frontend.audio.load_audio`.
+
+It reads both hub layouts: the older one (preprocessor_config.json + tokenizer files +
+special_tokens_map.json, as on facebook/s2t-*) and transformers 5's (processor_config.json with
+a nested "feature_extractor" entry + tokenizer files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from s2t_jax.frontend.audio import load_audio
+from s2t_jax.frontend.features import PROCESSOR_NAME, BatchFeature, Speech2TextFeatureExtractor
+from s2t_jax.frontend.tokenizer import Speech2TextTokenizer
+
+__all__ = ["Speech2TextProcessor"]
+
+_SHARED_KWARGS = {
+    "padding",
+    "max_length",
+    "truncation",
+    "pad_to_multiple_of",
+    "return_tensors",
+    "return_attention_mask",
+}
+_TOKENIZER_ONLY_KWARGS = {"add_special_tokens", "padding_side"}
+
+
+def _is_path(item) -> bool:
+    return isinstance(item, (str, os.PathLike))
+
+
+class Speech2TextProcessor:
+    """Feature extractor + tokenizer, loaded and saved together."""
+
+    def __init__(
+        self, feature_extractor: Speech2TextFeatureExtractor, tokenizer: Speech2TextTokenizer
+    ):
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> Speech2TextProcessor:
+        """Load from either hub layout; kwargs go to the tokenizer (e.g. tgt_lang)."""
+        feature_extractor = Speech2TextFeatureExtractor.from_pretrained(directory)
+        tokenizer = Speech2TextTokenizer.from_pretrained(directory, **kwargs)
+        return cls(feature_extractor, tokenizer)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, legacy_format: bool = False
+    ) -> list[str]:
+        """Write transformers 5's layout (processor_config.json + tokenizer files), or with
+        `legacy_format=True` the older one (preprocessor_config.json + tokenizer files +
+        special_tokens_map.json)."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        written = list(
+            self.tokenizer.save_pretrained(
+                save_directory,
+                special_tokens_map=legacy_format,
+                processor_class=type(self).__name__,
+            )
+        )
+        if legacy_format:
+            written.append(self.feature_extractor.save_pretrained(save_directory))
+        else:
+            config = {
+                "feature_extractor": self.feature_extractor.to_dict(),
+                "processor_class": type(self).__name__,
+            }
+            path = save_directory / PROCESSOR_NAME
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            written.append(str(path))
+        return written
+
+    def _load_paths(self, audio, sampling_rate):
+        """Replace file paths by waveforms at the extractor's rate; return (audio, rate)."""
+        target = self.feature_extractor.sampling_rate
+        if _is_path(audio):
+            return load_audio(audio, target), target
+        if isinstance(audio, (list, tuple)) and any(_is_path(a) for a in audio):
+            if all(_is_path(a) for a in audio):
+                return [load_audio(a, target) for a in audio], target
+            # Mixed: arrays keep the caller's sampling_rate, which the extractor checks.
+            return [load_audio(a, target) if _is_path(a) else a for a in audio], sampling_rate
+        return audio, sampling_rate
+
+    def __call__(self, *args, audio=None, sampling_rate=None, text=None, **kwargs) -> BatchFeature:
+        """Features for `audio` (arrays or file paths), ids for `text`, or both with `labels`."""
+        if args:
+            audio, args = args[0], args[1:]
+        if args:
+            raise TypeError("Speech2TextProcessor takes audio as its only positional argument")
+        if audio is None and text is None:
+            raise ValueError("You need to specify either an `audio` or `text` input to process.")
+        unknown = set(kwargs) - _SHARED_KWARGS - _TOKENIZER_ONLY_KWARGS
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+        inputs = encodings = None
+        if audio is not None:
+            audio, sampling_rate = self._load_paths(audio, sampling_rate)
+            fe_kwargs = {k: v for k, v in kwargs.items() if k in _SHARED_KWARGS}
+            inputs = self.feature_extractor(audio, sampling_rate=sampling_rate, **fe_kwargs)
+        if text is not None:
+            encodings = self.tokenizer(text, **kwargs)
+        if text is None:
+            return inputs
+        if audio is None:
+            return encodings
+        inputs["labels"] = encodings["input_ids"]
+        return inputs
+
+    def decode(self, token_ids, **kwargs) -> str:
+        return self.tokenizer.decode(token_ids, **kwargs)
+
+    def batch_decode(self, sequences, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(sequences, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return list(Speech2TextFeatureExtractor.model_input_names)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(feature_extractor={self.feature_extractor!r}, tokenizer={self.tokenizer!r})"

@@ -1,0 +1,1 @@
+"""The network: config, subsampler, positions, attention, encoder, decoder and the Flax model."""

@@ -1,0 +1,61 @@
+"""Multi-head attention with the projections split out, so the decoder can cache K/V.
+
+Keys and values are kept as [batch, len, heads, head_dim]: the self-attention cache is a
+preallocated buffer of that shape written one step at a time, and cross-attention K/V are
+projected once from the encoder output and reused for every step.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from s2t_jax.models.layers import dense
+
+
+def dot_product_attention(q, k, v, mask, dropout=None, deterministic=True):
+    """Softmax attention in float32.
+
+    q: [batch, q_len, heads, head_dim], already scaled; k, v: [batch, k_len, heads, head_dim];
+    mask: bool, broadcastable to [batch, heads, q_len, k_len], True where attending is allowed.
+    """
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # [batch, heads, q, k]
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    if dropout is not None:
+        weights = dropout(weights, deterministic=deterministic)
+    weights = weights.astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # [batch, q, heads, head_dim]
+
+
+class MultiHeadAttention(nn.Module):
+    """transformers' Speech2TextAttention: q/k/v/out projections with bias, q scaled by 1/sqrt(d)."""
+
+    config: object
+    num_heads: int
+
+    def setup(self):
+        d = self.config.d_model
+        self.head_dim = d // self.num_heads
+        self.q_proj = dense(self.config, d, "q_proj")
+        self.k_proj = dense(self.config, d, "k_proj")
+        self.v_proj = dense(self.config, d, "v_proj")
+        self.out_proj = dense(self.config, d, "out_proj")
+        self.attn_dropout = nn.Dropout(self.config.attention_dropout)
+
+    def _split(self, x):
+        return x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)  # [b, l, heads, hd]
+
+    def query(self, x):
+        return self._split(self.q_proj(x) * (self.head_dim**-0.5))
+
+    def key_value(self, x):
+        return self._split(self.k_proj(x)), self._split(self.v_proj(x))
+
+    def attend(self, q, k, v, mask, deterministic):
+        ctx = dot_product_attention(q, k, v, mask, self.attn_dropout, deterministic)
+        return self.out_proj(ctx.reshape(*ctx.shape[:2], -1))  # [batch, q_len, d_model]
+
+    def __call__(self, x, kv_input, mask, deterministic: bool):
+        k, v = self.key_value(kv_input)
+        return self.attend(self.query(x), k, v, mask, deterministic)

@@ -1,0 +1,190 @@
+"""Speech2TextConfig: the model's hyperparameters, read from and written to `config.json`.
+
+It carries every field of transformers' `Speech2TextConfig`, so a hub checkpoint's config loads
+unchanged and what we write back loads in transformers. Unknown keys are kept and written back,
+because checkpoints carry keys (architectures, transformers_version, ...) that we do not use but
+must not drop. `dtype` and `param_dtype` are ours: compute and parameter precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+_OURS_ONLY = ("dtype", "param_dtype", "zero_padded_frames")
+
+
+@dataclasses.dataclass
+class Speech2TextConfig:
+    vocab_size: int = 10000
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 2048
+    encoder_attention_heads: int = 4
+    decoder_layers: int = 6
+    decoder_ffn_dim: int = 2048
+    decoder_attention_heads: int = 4
+    encoder_layerdrop: float = 0.0
+    decoder_layerdrop: float = 0.0
+    use_cache: bool = True
+    is_encoder_decoder: bool = True
+    activation_function: str = "relu"
+    d_model: int = 256
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    init_std: float = 0.02
+    decoder_start_token_id: int = 2
+    scale_embedding: bool = True
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    max_source_positions: int = 6000
+    max_target_positions: int = 1024
+    num_conv_layers: int = 2
+    conv_kernel_sizes: tuple[int, ...] = (5, 5)
+    conv_channels: int = 1024
+    input_feat_per_channel: int = 80
+    input_channels: int = 1
+    tie_word_embeddings: bool = True
+    # Generation defaults, as the released checkpoints' config.json carries them.
+    num_beams: int = 1
+    max_length: int = 200
+    early_stopping: bool = False
+    # Ours: compute and parameter dtypes ("float32", "bfloat16", "float16").
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    # Ours, off for parity: zero padded frames between conv layers (fairseq issue 3078), so an
+    # utterance's output does not depend on how much padding its batch carries.
+    zero_padded_frames: bool = False
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.conv_kernel_sizes = tuple(int(k) for k in self.conv_kernel_sizes)
+        self.validate()
+
+    def validate(self):
+        """Rejects values that cannot build a model, naming the field and what was expected."""
+        errors = []
+        if len(self.conv_kernel_sizes) != self.num_conv_layers:
+            errors.append(
+                f"len(conv_kernel_sizes)={len(self.conv_kernel_sizes)} must equal "
+                f"num_conv_layers={self.num_conv_layers}"
+            )
+        for side in ("encoder", "decoder"):
+            heads = getattr(self, f"{side}_attention_heads")
+            if heads <= 0 or self.d_model % heads:
+                errors.append(
+                    f"d_model={self.d_model} must be divisible by {side}_attention_heads={heads}"
+                )
+        for name in (
+            "vocab_size",
+            "d_model",
+            "encoder_ffn_dim",
+            "decoder_ffn_dim",
+            "conv_channels",
+            "input_feat_per_channel",
+            "input_channels",
+            "max_source_positions",
+            "max_target_positions",
+        ):
+            if getattr(self, name) <= 0:
+                errors.append(f"{name}={getattr(self, name)} must be positive")
+        if self.num_conv_layers > 1 and self.conv_channels % 2:
+            errors.append(f"conv_channels={self.conv_channels} must be even (GLU halves it)")
+        for name in ("encoder_layers", "decoder_layers", "num_conv_layers"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                errors.append(f"{name}={getattr(self, name)} must be in [0, 1)")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                errors.append(f"{name}={value} must be in [0, vocab_size={self.vocab_size})")
+        from s2t_jax.models.layers import ACTIVATIONS  # local: layers imports jax
+
+        if self.activation_function not in ACTIVATIONS:
+            errors.append(
+                f"activation_function={self.activation_function!r} must be one of "
+                f"{sorted(ACTIVATIONS)}"
+            )
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+                errors.append(
+                    f"{name}={getattr(self, name)!r} must be float32, bfloat16 or float16"
+                )
+        if errors:
+            raise ValueError("Invalid Speech2TextConfig: " + "; ".join(errors))
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.encoder_attention_heads
+
+    def subsampled_length(self, frames: int) -> int:
+        for _ in range(self.num_conv_layers):
+            frames = (frames - 1) // 2 + 1
+        return frames
+
+    # --- dict / json -----------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Speech2TextConfig:
+        data = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: data.pop(k) for k in list(data) if k in names}
+        if isinstance(known.get("eos_token_id"), list):
+            known["eos_token_id"] = known["eos_token_id"][0]
+        # transformers writes torch_dtype/dtype as e.g. "float32"; keep ours apart.
+        for key in ("dtype",):
+            if key in known and known[key] not in ("float32", "bfloat16", "float16"):
+                data[key] = known.pop(key)
+        extra = dict(data.pop("extra", {}) or {})
+        extra.update(data)
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out.setdefault("model_type", "speech_to_text")
+        out.setdefault("architectures", ["Speech2TextForConditionalGeneration"])
+        return out
+
+    def to_transformers_dict(self) -> dict[str, Any]:
+        """The config.json transformers reads: our own keys are left out."""
+        out = self.to_dict()
+        for key in _OURS_ONLY:
+            out.pop(key, None)
+        return out
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> Speech2TextConfig:
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> Speech2TextConfig:
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{file}: no config.json (expected a Speech2Text model dir)")
+        config = cls.from_json_file(file)
+        return config.replace(**overrides) if overrides else config
+
+    def save_pretrained(self, path: str | os.PathLike, transformers_only: bool = False) -> None:
+        os.makedirs(path, exist_ok=True)
+        data = self.to_transformers_dict() if transformers_only else self.to_dict()
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def replace(self, **changes) -> Speech2TextConfig:
+        return dataclasses.replace(self, **changes)

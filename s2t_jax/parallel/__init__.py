@@ -1,0 +1,1 @@
+"""Devices and processes: the one mesh helper, row placement, multi-host start-up."""

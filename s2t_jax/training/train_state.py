@@ -1,0 +1,291 @@
+"""The train state and the pure functions that move it: init, train_step, eval_step.
+
+The state is a plain dict pytree, so Orbax saves it as is and shardings are one tree_map:
+    step       int32 []    optimiser updates done (fairseq's num_updates)
+    params     {"model": Speech2Text params, "ctc": {"kernel", "bias"}}   ("ctc" only when
+               ctc_weight > 0: released checkpoints never see the CTC head)
+    opt_state  optax state of clip + Adam
+    accum      {"grads", "ntokens", "micro"}   only when update_freq > 1
+The run's base rng is not in the state; `train_step(state, batch, rng)` folds the update count
+(and the micro-batch index) into it, so every step's randomness (dropout, SpecAugment) is a
+function of (seed, step) and a resumed run draws exactly what the uninterrupted one would.
+
+Losses are sums over the global batch, divided by the target tokens of the whole update
+(fairseq's sample_size): with update_freq > 1 gradients of micro-batches are summed and divided
+once, so accumulation equals one big batch, as in fairseq.
+
+A non-finite loss or gradient never reaches the params: the step checks the gradient norm
+(a micro-batch with a non-finite loss poisons its gradients so the check sees it) and keeps
+params and optimiser state as they were; `step` still advances (it counts update attempts, so
+the data position and the host loop stay in step), Adam's own count does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from s2t_jax.frontend.specaugment import SpecAugmentPolicy, spec_augment
+from s2t_jax.modeling import init_params
+from s2t_jax.models.config import Speech2TextConfig
+from s2t_jax.models.layers import DTYPES, dense_init
+from s2t_jax.models.model import Speech2Text
+from s2t_jax.training import losses, optim
+
+
+def use_unrolled_threefry_on_cpu() -> bool:
+    """Lower threefry (dropout's RNG) on CPU as straight-line code instead of a rolled loop.
+
+    Why: JAX lowers threefry2x32 on CPU as a while loop (smaller programs, faster compiles);
+    its loop-carried arrays make each random bit cost several full-size memory passes, ~6x
+    slower than the unrolled form accelerators use, and dropout draws ~100M bits per s2t-small
+    step. The numbers are identical; only compile time grows slightly. This touches a private
+    JAX hook, so it is best-effort: returns False (and changes nothing) if the hook moved.
+    """
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32 as tf
+
+        mlir.register_lowering(tf.threefry2x32_p, tf._threefry2x32_lowering_rule, platform="cpu")
+        return True
+    except (ImportError, AttributeError):
+        return False
+
+
+# Batch keys that go to the device (the loader also returns host-only "index" and "bad").
+DEVICE_KEYS = ("features", "attention_mask", "prev_tokens", "target")
+
+
+def model_config_from(config, vocab_size: int) -> Speech2TextConfig:
+    """Speech2TextConfig from `config.model`; vocab_size <= 0 there means "the dictionary's"."""
+    fields = dict(config.model)
+    fields["conv_kernel_sizes"] = tuple(fields.get("conv_kernel_sizes", (5, 5)))
+    if fields.get("vocab_size", 0) <= 0:
+        fields["vocab_size"] = vocab_size
+    elif fields["vocab_size"] != vocab_size:
+        raise ValueError(
+            f"config.model.vocab_size={fields['vocab_size']} but the dictionary has "
+            f"{vocab_size} entries; set it to {vocab_size} or to -1"
+        )
+    return Speech2TextConfig(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the step functions close over: the model, the optimiser and the criterion."""
+
+    model_config: Speech2TextConfig
+    tx: Any
+    schedule: Any
+    label_smoothing: float = 0.1
+    ignore_prefix_size: int = 0
+    ctc_weight: float = 0.0
+    update_freq: int = 1
+    encoder_freezing_updates: int = 0
+    specaugment: SpecAugmentPolicy | None = None
+    # Sharding of batch-major activations (NamedSharding of the batch spec) or None: pins the
+    # encoder output and the logits to batch sharding, so FSDP gathers weights rather than
+    # resharding activations.
+    activation_sharding: Any = None
+
+    @property
+    def module(self) -> Speech2Text:
+        return Speech2Text(self.model_config)
+
+    def constrain(self, x):
+        if self.activation_sharding is None:
+            return x
+        return lax.with_sharding_constraint(x, self.activation_sharding)
+
+    @classmethod
+    def from_config(cls, config, model_config, specaugment=None, activation_sharding=None) -> Task:
+        tx, schedule = optim.make_optimizer(config)
+        return cls(
+            model_config=model_config,
+            tx=tx,
+            schedule=schedule,
+            label_smoothing=config.label_smoothing,
+            ignore_prefix_size=config.ignore_prefix_size,
+            ctc_weight=config.ctc_weight,
+            update_freq=config.update_freq,
+            encoder_freezing_updates=config.encoder_freezing_updates,
+            specaugment=specaugment,
+            activation_sharding=activation_sharding,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Init
+# --------------------------------------------------------------------------------------------
+
+
+def init_state(task: Task, rng) -> dict:
+    cfg = task.model_config
+    k_model, k_ctc = jax.random.split(rng)
+    params = {"model": init_params(cfg, k_model)}
+    if task.ctc_weight > 0:
+        dtype = DTYPES[cfg.param_dtype]
+        params["ctc"] = {
+            "kernel": dense_init(k_ctc, (cfg.d_model, cfg.vocab_size), dtype),
+            "bias": jnp.zeros((cfg.vocab_size,), dtype),
+        }
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": task.tx.init(params)}
+    if task.update_freq > 1:
+        state["accum"] = {
+            "grads": jax.tree.map(jnp.zeros_like, params),
+            "ntokens": jnp.zeros((), jnp.float32),
+            "micro": jnp.zeros((), jnp.int32),
+        }
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Forward + criterion
+# --------------------------------------------------------------------------------------------
+
+
+def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
+    """Summed criterion over a padded batch (see losses.py); `train` turns on dropout + SpecAug."""
+    cfg = task.model_config
+    module = task.module
+    feats, mask = batch["features"], batch["attention_mask"]  # [B, T, F], [B, T]
+    k_spec, k_enc, k_dec = jax.random.split(rng, 3)
+    if train and task.specaugment is not None:
+        feats = spec_augment(feats, mask.sum(-1), k_spec, task.specaugment)
+    variables = {"params": params["model"]}
+    enc, enc_mask = module.apply(
+        variables,
+        feats.astype(DTYPES[cfg.dtype]),
+        mask,
+        not train,
+        method=Speech2Text.encode,
+        rngs={"dropout": k_enc},
+    )
+    enc = task.constrain(enc)  # [B, S, D]
+    logits = module.apply(
+        variables,
+        batch["prev_tokens"],
+        enc,
+        enc_mask,
+        None,
+        not train,
+        method=Speech2Text.decode,
+        rngs={"dropout": k_dec},
+    )
+    logits = task.constrain(logits)  # [B, L, V] f32
+    target = batch["target"]  # [B, L]
+    sums = losses.label_smoothed_nll_loss(
+        logits, target, task.label_smoothing, cfg.pad_token_id, task.ignore_prefix_size
+    )
+    sums["ntokens"] = jnp.sum(target != cfg.pad_token_id).astype(jnp.float32)
+    sums["nsentences"] = jnp.sum(mask.sum(-1) > 0).astype(jnp.float32)
+    sums["frames"] = jnp.sum(mask).astype(jnp.float32)
+    if task.ctc_weight > 0:
+        head = params["ctc"]
+        ctc_logits = enc @ head["kernel"].astype(enc.dtype) + head["bias"].astype(enc.dtype)
+        ctc = losses.ctc_loss(
+            ctc_logits,
+            enc_mask,
+            target,
+            cfg.pad_token_id,
+            cfg.eos_token_id,
+            blank_id=cfg.bos_token_id,
+            ignore_prefix_size=task.ignore_prefix_size,
+        )
+        sums["ctc_loss"] = ctc
+        sums["loss"] = sums["loss"] + task.ctc_weight * ctc
+    return sums
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+def _apply_update(task: Task, state, grad_sums, ntokens):
+    """Normalise, freeze, clip + Adam, apply. -> (state with step + 1, grad norm, finite).
+
+    When the gradient norm is not finite, params and optimiser state stay as they were.
+    """
+    grads = jax.tree.map(lambda g: g / jnp.maximum(ntokens, 1.0), grad_sums)
+    frozen = state["step"] < task.encoder_freezing_updates
+    if task.encoder_freezing_updates > 0:
+        grads = optim.zero_subtree(grads, "encoder", frozen)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(grad_norm)
+    updates, opt_state = task.tx.update(grads, state["opt_state"], state["params"])
+    if task.encoder_freezing_updates > 0:
+        updates = optim.zero_subtree(updates, "encoder", frozen)
+    params = optax.apply_updates(state["params"], updates)
+
+    def keep(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new = {
+        **state,
+        "step": state["step"] + 1,
+        "params": keep(params, state["params"]),
+        "opt_state": keep(opt_state, state["opt_state"]),
+    }
+    return new, grad_norm, finite
+
+
+def train_step(task: Task, state, batch, rng):
+    """One micro-batch: (state, batch, base rng) -> (state, metrics). Pure; jit it once.
+
+    metrics are the batch's loss sums plus grad_norm, lr, `updated` (1 when this call
+    ended an update; with update_freq > 1 only every update_freq-th call does), `finite` (0
+    when this batch's loss, or the update it ended, was not finite) and `skipped` (1 when the
+    update it ended was not applied because of that).
+    """
+    step = state["step"]
+    accum = state.get("accum")
+    micro = accum["micro"] if accum is not None else 0
+    key = jax.random.fold_in(jax.random.fold_in(rng, step), micro)
+
+    def loss_fn(params):
+        sums = loss_sums(task, params, batch, key, train=True)
+        return sums["loss"], sums
+
+    grad_sums, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    loss_finite = jnp.isfinite(sums["loss"])
+    # A non-finite loss with finite gradients (e.g. an underflowed probability) must not
+    # update either: poison the gradients so the norm check below sees it.
+    grad_sums = jax.tree.map(lambda g: jnp.where(loss_finite, g, jnp.nan), grad_sums)
+    if accum is None:
+        state, grad_norm, finite = _apply_update(task, state, grad_sums, sums["ntokens"])
+        updated = jnp.ones((), jnp.float32)
+    else:
+        grad_sums = jax.tree.map(jnp.add, accum["grads"], grad_sums)
+        ntokens = accum["ntokens"] + sums["ntokens"]
+
+        def apply(_):
+            new, norm, finite = _apply_update(task, state, grad_sums, ntokens)
+            zeros = jax.tree.map(jnp.zeros_like, accum)
+            return {**new, "accum": zeros}, norm, finite
+
+        def wait(_):
+            acc = {"grads": grad_sums, "ntokens": ntokens, "micro": micro + 1}
+            return {**state, "accum": acc}, jnp.zeros((), jnp.float32), jnp.ones((), bool)
+
+        state, grad_norm, finite = lax.cond(micro + 1 >= task.update_freq, apply, wait, None)
+        updated = (micro + 1 >= task.update_freq).astype(jnp.float32)
+    metrics = {
+        **sums,
+        "grad_norm": grad_norm,
+        "lr": task.schedule(step),
+        "updated": updated,
+        "finite": (finite & loss_finite).astype(jnp.float32),
+        "skipped": updated * (1.0 - finite.astype(jnp.float32)),
+    }
+    return state, metrics
+
+
+def eval_step(task: Task, params, batch):
+    """Loss sums without dropout or SpecAugment."""
+    return loss_sums(task, params, batch, jax.random.key(0), train=False)

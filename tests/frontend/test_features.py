@@ -1,0 +1,418 @@
+"""Speech2TextFeatureExtractor: parity with transformers' numpy path, padding semantics, the
+NaN-free edge cases, global CMVN and both config layouts.
+
+Tolerances: |ours - transformers| < 1e-3 on CMVN'd features and
+|ours - transformers| <= 1e-3 * |transformers| + 1e-5 on raw log-mel (measured: <= 2e-6 abs,
+float32 output rounding).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import s2t_jax.frontend.features as features_module
+from s2t_jax.frontend.features import (
+    Speech2TextFeatureExtractor,
+    kaldi_fbank,
+    kaldi_mel_filter_bank,
+    povey_window,
+)
+
+SR = 16000
+CMVN_ATOL = 1e-3
+RAW_RTOL, RAW_ATOL = 1e-3, 1e-5
+
+
+@pytest.fixture(scope="module")
+def ref(quiet_transformers):
+    return quiet_transformers.Speech2TextFeatureExtractor()
+
+
+@pytest.fixture(scope="module")
+def ref_raw(quiet_transformers):
+    return quiet_transformers.Speech2TextFeatureExtractor(do_ceptral_normalize=False)
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return Speech2TextFeatureExtractor()
+
+
+@pytest.fixture(scope="module")
+def ours_raw():
+    return Speech2TextFeatureExtractor(do_ceptral_normalize=False)
+
+
+def synthetic() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    t = np.arange(2 * SR) / SR
+    signals = {
+        "near_silence": 1e-4 * rng.standard_normal(2 * SR),
+        "white_noise": 0.1 * rng.standard_normal(2 * SR),
+        "tone_440": 0.5 * np.sin(2 * np.pi * 440 * t),
+        "tone_1k": 0.9 * np.sin(2 * np.pi * 1000 * t),
+        "tone_3333": 0.3 * np.sin(2 * np.pi * 3333.3 * t),
+        "chirp": 0.5 * np.sin(2 * np.pi * (100 * t + 1000 * t**2)),
+        "am_tone": 0.5 * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * 700 * t),
+        "noisy_tone": 0.3 * np.sin(2 * np.pi * 500 * t) + 0.03 * rng.standard_normal(2 * SR),
+    }
+    return {k: v.astype(np.float32) for k, v in signals.items()}
+
+
+# Pure tones give near-constant features: CMVN divides by a std of ~1e-3, amplifying float
+# rounding, so CMVN'd parity is only asserted for signals whose features vary.
+WELL_CONDITIONED = ["near_silence", "white_noise", "chirp", "am_tone", "noisy_tone"]
+
+
+def assert_raw_close(a, b):
+    np.testing.assert_allclose(a, b, rtol=RAW_RTOL, atol=RAW_ATOL)
+
+
+# ---- building blocks ---------------------------------------------------------------------------
+
+
+def test_mel_bank_and_window_match_transformers(quiet_transformers):
+    from transformers.audio_utils import mel_filter_bank, window_function
+
+    want = mel_filter_bank(
+        num_frequency_bins=257,
+        num_mel_filters=80,
+        min_frequency=20,
+        max_frequency=8000,
+        sampling_rate=SR,
+        norm=None,
+        mel_scale="kaldi",
+        triangularize_in_mel_space=True,
+    )
+    np.testing.assert_allclose(kaldi_mel_filter_bank(80, 512, SR), want, atol=1e-12)
+    np.testing.assert_allclose(povey_window(400), window_function(400, "povey", periodic=False))
+
+
+# ---- parity ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["libri", "tts", "jfk"])
+def test_real_recordings_parity(speech_waves, ref, ref_raw, ours, ours_raw, name):
+    wave = speech_waves[name]
+    got = ours(wave, sampling_rate=SR)["input_features"][0]
+    want = ref(wave, sampling_rate=SR)["input_features"][0]
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.abs(got - want).max() < CMVN_ATOL
+    assert_raw_close(
+        ours_raw(wave, sampling_rate=SR)["input_features"][0],
+        ref_raw(wave, sampling_rate=SR)["input_features"][0],
+    )
+
+
+@pytest.mark.parametrize("name", list(synthetic()))
+def test_synthetic_raw_parity(ref_raw, ours_raw, name):
+    wave = synthetic()[name]
+    assert_raw_close(
+        ours_raw(wave, sampling_rate=SR)["input_features"][0],
+        ref_raw(wave, sampling_rate=SR)["input_features"][0],
+    )
+
+
+@pytest.mark.parametrize("name", WELL_CONDITIONED)
+def test_synthetic_cmvn_parity(ref, ours, name):
+    wave = synthetic()[name]
+    got = ours(wave, sampling_rate=SR)["input_features"][0]
+    want = ref(wave, sampling_rate=SR)["input_features"][0]
+    assert np.abs(got - want).max() < CMVN_ATOL
+
+
+@pytest.fixture(scope="module")
+def mixed_batch(speech_waves):
+    synth = synthetic()
+    return [
+        speech_waves["tts"],
+        synth["white_noise"][:12345],
+        speech_waves["libri"],
+        synth["chirp"],
+        speech_waves["jfk"][: 3 * SR],
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(padding=True),
+        dict(padding="longest", pad_to_multiple_of=64),
+        dict(padding="max_length", max_length=1200),
+        dict(padding="max_length", max_length=300, truncation=True),
+        dict(padding="max_length", max_length=300, truncation=True, pad_to_multiple_of=128),
+        dict(padding=True, max_length=250, truncation=True),
+        dict(padding=True, max_length=10),  # max_length without truncation is ignored
+    ],
+)
+def test_padded_batch_parity(ref, ours, mixed_batch, kwargs):
+    got = ours(mixed_batch, sampling_rate=SR, return_tensors="np", **kwargs)
+    want = ref(mixed_batch, sampling_rate=SR, return_tensors="np", **kwargs)
+    assert got["input_features"].shape == want["input_features"].shape
+    assert got["input_features"].dtype == np.float32
+    assert got["attention_mask"].dtype == np.int32
+    np.testing.assert_array_equal(got["attention_mask"], want["attention_mask"])
+    assert np.abs(got["input_features"] - want["input_features"]).max() < CMVN_ATOL
+    pad = got["attention_mask"] == 0
+    assert pad.any() or "max_length" not in str(kwargs)
+    assert (got["input_features"][pad] == 0.0).all()
+
+
+def test_unpadded_batch_parity(ref, ours, mixed_batch):
+    got = ours(mixed_batch, sampling_rate=SR)
+    want = ref(mixed_batch, sampling_rate=SR)
+    assert isinstance(got["input_features"], list)
+    for g, w, m, wm in zip(
+        got["input_features"], want["input_features"], got["attention_mask"], want["attention_mask"]
+    ):
+        assert g.shape == w.shape and np.abs(g - w).max() < CMVN_ATOL
+        np.testing.assert_array_equal(m, wm)
+        assert m.dtype == np.int32
+
+
+def test_truncation_without_padding(ref, ours, mixed_batch):
+    got = ours(mixed_batch, sampling_rate=SR, max_length=150, truncation=True)
+    want = ref(mixed_batch, sampling_rate=SR, max_length=150, truncation=True)
+    for g, w in zip(got["input_features"], want["input_features"]):
+        assert g.shape == w.shape and g.shape[0] <= 150
+        assert np.abs(g - w).max() < CMVN_ATOL
+
+
+def test_padding_value_and_no_cmvn(quiet_transformers, mixed_batch):
+    kw = dict(padding_value=-7.0, normalize_vars=False)
+    got = Speech2TextFeatureExtractor(**kw)(mixed_batch, sampling_rate=SR, padding=True)
+    want = quiet_transformers.Speech2TextFeatureExtractor(**kw)(
+        mixed_batch, sampling_rate=SR, padding=True
+    )
+    for g, w in zip(got["input_features"], want["input_features"]):
+        assert np.abs(g - w).max() < CMVN_ATOL
+    assert (got["input_features"][1][-5:] == -7.0).all()
+
+
+def test_input_forms(ours, speech_waves):
+    wave = speech_waves["libri"][: 2 * SR]
+    single = ours(wave, sampling_rate=SR)["input_features"]
+    assert isinstance(single, list) and len(single) == 1 and single[0].shape == (198, 80)
+    as_list = ours([wave], sampling_rate=SR)["input_features"][0]
+    floats = ours(wave.tolist(), sampling_rate=SR)["input_features"][0]
+    nested = ours([wave.tolist(), wave.tolist()], sampling_rate=SR)["input_features"]
+    stacked = ours(np.stack([wave, wave]), sampling_rate=SR, return_tensors="np")
+    for other in (as_list, floats, nested[0], nested[1], stacked["input_features"][1]):
+        np.testing.assert_array_equal(other, single[0])
+    f64 = ours(wave.astype(np.float64), sampling_rate=SR)["input_features"][0]
+    np.testing.assert_array_equal(f64, single[0])
+    with pytest.raises(ValueError, match="mono"):
+        ours(np.zeros((2, 2, 1000), np.float32), sampling_rate=SR)
+
+
+def test_jax_tensors(ours, mixed_batch):
+    import jax
+
+    out = ours(mixed_batch, sampling_rate=SR, padding=True, return_tensors="jax")
+    assert isinstance(out["input_features"], jax.Array)
+    assert out.input_features.shape[0] == len(mixed_batch)
+    assert out.attention_mask.dtype == np.int32
+
+
+def test_ragged_tensors_raise(ours, mixed_batch):
+    with pytest.raises(ValueError, match="padding=True"):
+        ours(mixed_batch, sampling_rate=SR, return_tensors="np")
+
+
+def test_return_attention_mask_off(ours, mixed_batch):
+    out = ours(mixed_batch, sampling_rate=SR, padding=True, return_attention_mask=False)
+    assert "attention_mask" not in out
+    padded = ours(mixed_batch, sampling_rate=SR, padding=True)
+    for a, b in zip(out["input_features"], padded["input_features"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_left_padding_normalises_real_frames(ours, mixed_batch):
+    left = Speech2TextFeatureExtractor(padding_side="left")
+    got = left(mixed_batch, sampling_rate=SR, padding=True, return_tensors="np")
+    right = ours(mixed_batch, sampling_rate=SR, padding=True, return_tensors="np")
+    for g, r, gm, rm in zip(
+        got["input_features"],
+        right["input_features"],
+        got["attention_mask"],
+        right["attention_mask"],
+    ):
+        n = int(rm.sum())
+        assert gm.sum() == n and gm[-n:].all()
+        np.testing.assert_array_equal(g[-n:], r[:n])
+
+
+def test_errors(ours, mixed_batch):
+    with pytest.raises(ValueError, match="8000"):
+        ours(mixed_batch, sampling_rate=8000)
+    with pytest.raises(ValueError, match="max_length"):
+        ours(mixed_batch, sampling_rate=SR, padding="max_length")
+    with pytest.raises(ValueError, match="max_length"):
+        ours(mixed_batch, sampling_rate=SR, truncation=True)
+    with pytest.raises(ValueError, match="truncation"):
+        ours(mixed_batch, sampling_rate=SR, padding="max_length", max_length=50)
+
+
+# ---- where transformers gives NaN, we give finite numbers ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wave",
+    [
+        np.zeros(SR, np.float32),  # digital silence
+        (0.9 * np.sin(2 * np.pi * 1000 * np.arange(SR) / SR)).astype(np.float32),  # pure tone
+        (0.1 * np.random.default_rng(1).standard_normal(400)).astype(np.float32),  # one frame
+        (0.1 * np.random.default_rng(1).standard_normal(559)).astype(np.float32),  # still one
+    ],
+    ids=["silence", "tone_1k", "one_frame_400", "one_frame_559"],
+)
+def test_degenerate_inputs_are_finite(ours, wave):
+    out = ours(wave, sampling_rate=SR)["input_features"][0]
+    assert out.shape[0] >= 1 and np.isfinite(out).all()
+    padded = ours([wave, synthetic()["white_noise"]], sampling_rate=SR, padding=True)
+    assert np.isfinite(padded["input_features"][0]).all()
+
+
+def test_silence_normalises_to_zero(ours):
+    out = ours(np.zeros(SR, np.float32), sampling_rate=SR)["input_features"][0]
+    np.testing.assert_array_equal(out, 0.0)
+
+
+def test_shorter_than_a_frame(ours):
+    out = ours([np.zeros(100, np.float32), np.zeros(399, np.float32)], sampling_rate=SR)
+    assert [f.shape for f in out["input_features"]] == [(0, 80), (0, 80)]
+    padded = ours([np.zeros(100, np.float32), synthetic()["chirp"]], sampling_rate=SR, padding=True)
+    assert padded["attention_mask"][0].sum() == 0 and np.isfinite(padded["input_features"][0]).all()
+
+
+# ---- global CMVN --------------------------------------------------------------------------------
+
+
+def test_global_cmvn(tmp_path, ours_raw, mixed_batch):
+    raw = ours_raw(mixed_batch, sampling_rate=SR)["input_features"]
+    stacked = np.concatenate(raw)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    np.savez(tmp_path / "gcmvn.npz", mean=mean, std=std)
+    fe = Speech2TextFeatureExtractor(global_cmvn_path=tmp_path / "gcmvn.npz", padding_value=0.0)
+    out = fe(mixed_batch, sampling_rate=SR, padding=True, return_tensors="np")
+    for i, r in enumerate(raw):
+        np.testing.assert_allclose(
+            out["input_features"][i, : len(r)], (r - mean) / std, rtol=1e-5, atol=1e-5
+        )
+        assert (out["input_features"][i, len(r) :] == 0.0).all()
+    # The stats travel in the saved config, so a reload needs no npz.
+    fe.save_pretrained(tmp_path / "saved")
+    again = Speech2TextFeatureExtractor.from_pretrained(tmp_path / "saved")
+    np.testing.assert_array_equal(
+        again(mixed_batch, sampling_rate=SR, padding=True, return_tensors="np")["input_features"],
+        out["input_features"],
+    )
+    with pytest.raises(ValueError, match="80 values"):
+        Speech2TextFeatureExtractor(global_cmvn={"mean": mean[:10], "std": std[:10]})
+    np.savez(tmp_path / "bad.npz", average=mean)
+    with pytest.raises(ValueError, match="lack"):
+        Speech2TextFeatureExtractor(global_cmvn_path=tmp_path / "bad.npz")
+
+
+# ---- configs ------------------------------------------------------------------------------------
+
+
+def test_config_layouts(tmp_path, quiet_transformers, mixed_batch):
+    kw = dict(num_mel_bins=80, padding_value=1.5, normalize_vars=False, dither=0.0)
+    ref = quiet_transformers.Speech2TextFeatureExtractor(**kw)
+    # older layout: preprocessor_config.json
+    ref.save_pretrained(tmp_path / "old")
+    # transformers 5: processor_config.json with a nested feature_extractor entry
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    nested = {"feature_extractor": ref.to_dict(), "processor_class": "Speech2TextProcessor"}
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "processor_config.json").write_text(json.dumps(nested))
+    want = ref(mixed_batch, sampling_rate=SR, padding=True, return_tensors="np")
+    for source in (
+        tmp_path / "old",
+        tmp_path / "new",
+        tmp_path / "old" / "preprocessor_config.json",
+    ):
+        fe = Speech2TextFeatureExtractor.from_pretrained(source)
+        assert fe.padding_value == 1.5 and fe.normalize_vars is False
+        got = fe(mixed_batch, sampling_rate=SR, padding=True, return_tensors="np")
+        assert np.abs(got["input_features"] - want["input_features"]).max() < CMVN_ATOL
+    # processor_config.json wins over preprocessor_config.json, as in transformers
+    (tmp_path / "old" / "processor_config.json").write_text(
+        json.dumps({"feature_extractor": {**ref.to_dict(), "padding_value": 9.0}})
+    )
+    assert Speech2TextFeatureExtractor.from_pretrained(tmp_path / "old").padding_value == 9.0
+    with pytest.raises(OSError, match="preprocessor_config.json"):
+        Speech2TextFeatureExtractor.from_pretrained(tok_dir)
+
+
+def test_save_pretrained_format(tmp_path, quiet_transformers):
+    fe = Speech2TextFeatureExtractor(padding_value=2.0, dither=0.5)
+    path = fe.save_pretrained(tmp_path)
+    saved = json.loads(open(path).read())
+    assert saved["feature_extractor_type"] == "Speech2TextFeatureExtractor"
+    assert saved["processor_class"] == "Speech2TextProcessor"
+    ref = quiet_transformers.Speech2TextFeatureExtractor()
+    assert set(ref.to_dict()) <= set(saved)
+    loaded = quiet_transformers.Speech2TextFeatureExtractor.from_pretrained(tmp_path)
+    assert (loaded.padding_value, loaded.dither) == (2.0, 0.5)
+    again = Speech2TextFeatureExtractor.from_pretrained(tmp_path)
+    assert again.to_dict() == fe.to_dict()
+
+
+# ---- implementation paths -----------------------------------------------------------------------
+
+
+def test_threads_and_chunking_do_not_change_numbers(monkeypatch, mixed_batch):
+    threaded = kaldi_fbank(mixed_batch)
+    monkeypatch.setattr(features_module, "USE_THREADS", False)
+    monkeypatch.setattr(features_module, "CHUNK_FRAMES", 37)
+    sequential = kaldi_fbank(mixed_batch)
+    for a, b in zip(threaded, sequential):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # BLAS blocking may move the last bit
+
+
+def test_dither(ref_raw, speech_waves):
+    wave = speech_waves["libri"][: 3 * SR]
+    fe = Speech2TextFeatureExtractor(do_ceptral_normalize=False, dither=1e-3)
+    np.random.seed(3)
+    a = fe(wave, sampling_rate=SR)["input_features"][0]
+    np.random.seed(3)
+    b = fe(wave, sampling_rate=SR)["input_features"][0]
+    np.testing.assert_array_equal(a, b)  # reproducible under np.random.seed
+    c = fe(wave, sampling_rate=SR)["input_features"][0]
+    assert not np.array_equal(a, c)
+    # A dither far below the 16-bit step barely moves speech features.
+    want = ref_raw(wave, sampling_rate=SR)["input_features"][0]
+    np.testing.assert_allclose(a, want, rtol=1e-3, atol=1e-3)
+    # A real dither lifts digital silence off the log floor.
+    silence = Speech2TextFeatureExtractor(do_ceptral_normalize=False, dither=1.0)(
+        np.zeros(SR, np.float32), sampling_rate=SR
+    )["input_features"][0]
+    assert silence.min() > np.log(np.finfo(np.float32).eps)
+
+
+def _frames_in_child(wave):
+    return kaldi_fbank([wave])[0].shape
+
+
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_thread_pool_survives_fork(mixed_batch):
+    """Data-loader workers are forked after the parent has used the pool; they must not hang."""
+    import multiprocessing
+
+    kaldi_fbank(mixed_batch)  # parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        shape = pool.apply_async(_frames_in_child, (mixed_batch[2],)).get(timeout=60)
+    assert shape == (len(mixed_batch[2]) // 160 - 1, 80)
+
+
+def test_other_sampling_rate_uses_kaldi_framing():
+    """25 ms / 10 ms frames and a 256-point FFT at 8 kHz (transformers' numpy path keeps 400/160)."""
+    fe = Speech2TextFeatureExtractor(sampling_rate=8000)
+    wave = (0.1 * np.random.default_rng(2).standard_normal(8000)).astype(np.float32)
+    out = fe(wave, sampling_rate=8000)["input_features"][0]
+    assert out.shape == (1 + (8000 - 200) // 80, 80) and np.isfinite(out).all()
