@@ -20,6 +20,7 @@ from s2t_jax.checkpoints import convert, orbax_io
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
+from s2t_jax.models.params import abstract_params, count_params, init_params
 
 PARAMS_DIR = "params"
 # Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
@@ -33,29 +34,6 @@ SIDE_FILES = (
     "generation_config.json",
     "added_tokens.json",
 )
-
-
-def abstract_params(config: Speech2TextConfig, with_lm_head: bool = True):
-    """Params shapes and dtypes without allocating them (jax.eval_shape of init)."""
-    return jax.eval_shape(
-        functools.partial(init_params, config, with_lm_head=with_lm_head), jax.random.key(0)
-    )
-
-
-def init_params(config: Speech2TextConfig, rng, with_lm_head: bool = True):
-    """Fresh params. Inits on a 2-frame dummy input: shapes do not depend on lengths."""
-    module = Speech2Text(config, with_lm_head=with_lm_head)
-    feats = jnp.zeros((1, 8, config.input_feat_per_channel * config.input_channels))
-    ids = jnp.zeros((1, 2), jnp.int32)
-    params = module.init(rng, feats, None, ids)["params"]
-    embed = params["decoder"]["embed_tokens"]["embedding"]
-    # The pad row of the token embedding is zero, as nn.Embedding(padding_idx=...) makes it.
-    params["decoder"]["embed_tokens"]["embedding"] = embed.at[config.pad_token_id].set(0)
-    return params
-
-
-def count_params(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
 @dataclasses.dataclass

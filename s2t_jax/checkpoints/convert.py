@@ -15,6 +15,7 @@ from flax import traverse_util
 
 from s2t_jax.checkpoints.safe_pickle import load_torch_checkpoint
 from s2t_jax.models.config import Speech2TextConfig
+from s2t_jax.models.params import abstract_params
 
 _IGNORED = re.compile(r"(embed_positions\.|\.version$|^version$|_float_tensor$)")
 
@@ -70,8 +71,6 @@ def _to_hf(value: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
 
 
 def _expected_shapes(config: Speech2TextConfig, with_lm_head: bool) -> dict:
-    from s2t_jax.modeling import abstract_params
-
     tree = abstract_params(config, with_lm_head)
     return {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}
 

@@ -41,6 +41,7 @@ from s2t_jax.decoding.greedy import greedy_search
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
 from s2t_jax.models.subsampler import subsampled_lengths
+from s2t_jax.parallel.mesh import make_mesh, select_devices
 
 # Times each search has been traced, by static settings; a second call that only changes the
 # input length within a bucket must not add to it (see tests/decoding/test_compile.py).
@@ -661,7 +662,7 @@ def _search_for(model, static: StaticSettings, encoded: bool = False, mesh: Mesh
 
 
 def generation_mesh(devices, rows: int) -> Mesh | None:
-    """The ("data",) mesh that generate() splits `rows` rows over, or None for one device.
+    """The mesh whose "data" axis generate() splits `rows` rows over, or None for one device.
 
     devices: None for every local device, a count for the first n of them, or a list. No more
     devices than rows are used, so each holds at least one real row. Why split: a decoder
@@ -669,19 +670,8 @@ def generation_mesh(devices, rows: int) -> Mesh | None:
     another on one thread; devices run their searches side by side (on a CPU host, see
     host_devices.use_cpu_cores for one device per core).
     """
-    local = jax.local_devices()
-    if devices is None:
-        chosen = local
-    elif isinstance(devices, (int, np.integer)):
-        if not 1 <= devices <= len(local):
-            raise ValueError(f"devices={devices}, but this process has {len(local)} local devices")
-        chosen = local[: int(devices)]
-    else:
-        chosen = list(devices)
-        if not chosen:
-            raise ValueError("devices is an empty list")
-    chosen = chosen[: max(1, int(rows))]
-    return Mesh(np.asarray(chosen), ("data",)) if len(chosen) > 1 else None
+    chosen = select_devices(devices, local=True)[: max(1, int(rows))]
+    return make_mesh(None, chosen) if len(chosen) > 1 else None
 
 
 def _mesh_size(mesh: Mesh | None) -> int:

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
@@ -56,6 +56,7 @@ from s2t_jax.data.manifest import REQUIRED_COLUMNS, load_features_or_waveform, r
 from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, bucket_for
 from s2t_jax.decoding.generation import GenerationSettings, make_generate_fn, resolve_settings
 from s2t_jax.evaluation import metrics
+from s2t_jax.parallel.mesh import make_mesh, process_row_block
 
 log = logging.getLogger(__name__)
 
@@ -356,16 +357,8 @@ class ShardedGenerator:
     """
 
     def __init__(self, model, settings: GenerationSettings, num_devices: int = 0):
-        # Process-major order, so each process's devices hold one contiguous block of rows.
-        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-        if num_devices:
-            if num_devices > len(devices):
-                raise ValueError(f"num_devices={num_devices}, but only {len(devices)} exist")
-            if jax.process_count() > 1 and num_devices != len(devices):
-                raise ValueError("num_devices must be all devices when running multi-process")
-            devices = devices[:num_devices]
-        self.mesh = Mesh(np.asarray(devices), ("data",))
-        self.num_devices = len(devices)
+        self.mesh = make_mesh(None, num_devices)  # every device's "data" rows
+        self.num_devices = self.mesh.size
         self.row_sharding = NamedSharding(self.mesh, P("data"))
         self.params = jax.device_put(model.params, NamedSharding(self.mesh, P()))
         self.config, self.settings = model.config, settings
@@ -383,12 +376,7 @@ class ShardedGenerator:
 
     def local_rows(self, batch_size: int) -> slice:
         """This process's rows of a global batch: the shards of its devices."""
-        index = self.row_sharding.addressable_devices_indices_map((batch_size,))
-        starts = [s[0].start or 0 for s in index.values()]
-        stops = [batch_size if s[0].stop is None else s[0].stop for s in index.values()]
-        if max(stops) - min(starts) != sum(b - a for a, b in zip(starts, stops)):
-            raise ValueError("this process's devices do not hold a contiguous block of rows")
-        return slice(min(starts), max(stops))
+        return process_row_block(self.row_sharding, batch_size)
 
     def _fn(self, forced_bos: int | None):
         if forced_bos not in self._fns:

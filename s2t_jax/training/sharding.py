@@ -1,5 +1,5 @@
-"""Sharding: the device mesh, logical axis names for every array of the train state, and the
-rules table that maps logical names to mesh axes (MaxText's scheme).
+"""Sharding of the train state: logical axis names for every array, and the rules table that
+maps logical names to mesh axes (MaxText's scheme). The mesh itself is s2t_jax.parallel.mesh.
 
 Why logical names: the model code stays free of mesh axes, and one table in the config decides
 data parallelism, FSDP or tensor parallelism. The model modules are not annotated (their param
@@ -7,12 +7,7 @@ names are fixed by checkpoint conversion), so `logical_axes` derives each array'
 path and rank: `.../fc1/kernel` [in, out] is ('embed', 'mlp'), and so on. Adam's moments and
 the gradient accumulator mirror the params' paths, so one function names the whole state.
 
-Mesh axes (`MESH_AXES`):
-  * data   - pure data parallelism: params replicated, gradients all-reduced;
-  * fsdp   - data parallelism that also shards params, gradients and optimiser state (ZeRO-3):
-             XLA all-gathers each weight before use and reduce-scatters its gradient;
-  * tensor - Megatron-style splits of heads / MLP / vocab, for >1B models (unused by S2T sizes).
-The batch is split over ('data', 'fsdp') (rule 'batch'). `config.mesh` gives the sizes, one of
+With fsdp > 1, XLA all-gathers each weight before use and reduce-scatters its gradient. The batch is split over ('data', 'fsdp') (rule 'batch'). `config.mesh` gives the sizes, one of
 them -1 ("the rest"); `config.sharding.rules` the table. A dimension whose size a rule's mesh
 axes do not divide stays replicated (logged once), so any vocabulary size works.
 """
@@ -27,8 +22,6 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-MESH_AXES = ("data", "fsdp", "tensor")
 
 # (logical name, mesh axis | tuple of mesh axes | None). First match wins.
 DEFAULT_RULES = (
@@ -96,60 +89,6 @@ def logical_axes(path, shape: Sequence[int]) -> tuple[str | None, ...]:
 def tree_logical_axes(tree):
     """`logical_axes` for every leaf of a pytree of arrays or ShapeDtypeStructs."""
     return jax.tree_util.tree_map_with_path(lambda p, x: logical_axes(p, np.shape(x)), tree)
-
-
-# --------------------------------------------------------------------------------------------
-# Mesh
-# --------------------------------------------------------------------------------------------
-
-
-def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
-    """{'data': -1, 'fsdp': 2} + 8 devices -> (4, 2, 1), in MESH_AXES order."""
-    cfg = dict(mesh_config or {})
-    unknown = set(cfg) - set(MESH_AXES)
-    if unknown:
-        raise ValueError(f"config.mesh: unknown axes {sorted(unknown)}; known: {MESH_AXES}")
-    sizes = [int(cfg.get(a, 1)) for a in MESH_AXES]
-    if sizes.count(-1) > 1:
-        raise ValueError(f"config.mesh={cfg}: at most one axis may be -1")
-    fixed = math.prod(s for s in sizes if s != -1)
-    if -1 in sizes:
-        if num_devices % fixed:
-            raise ValueError(
-                f"config.mesh={cfg}: {num_devices} devices are not a multiple of {fixed}"
-            )
-        sizes[sizes.index(-1)] = num_devices // fixed
-    if math.prod(sizes) != num_devices:
-        raise ValueError(f"config.mesh={cfg} needs {math.prod(sizes)} devices, have {num_devices}")
-    return tuple(sizes)
-
-
-def make_mesh(mesh_config, num_devices: int = -1) -> Mesh:
-    """The ('data', 'fsdp', 'tensor') mesh over all devices (or the first `num_devices`).
-
-    Devices are ordered process-major, so each process's devices hold one contiguous block of
-    the batch: the rows its loader reads (pipeline.LoadBatch). On TPU/GPU with every device in
-    use, mesh_utils lays the axes along the physical interconnect instead.
-    """
-    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-    if num_devices and num_devices > 0:
-        if num_devices > len(devices):
-            raise ValueError(f"num_devices={num_devices}, but only {len(devices)} exist")
-        if jax.process_count() > 1 and num_devices != len(devices):
-            raise ValueError("num_devices must be -1 (all devices) when running multi-process")
-        devices = devices[:num_devices]
-    shape = mesh_shape(mesh_config, len(devices))
-    array = None
-    if devices[0].platform in ("tpu", "gpu") and len(devices) == jax.device_count():
-        try:
-            from jax.experimental import mesh_utils
-
-            array = mesh_utils.create_device_mesh(shape, devices)
-        except (ValueError, NotImplementedError, AssertionError) as e:
-            logging.warning("mesh_utils could not lay out %s (%s); using device order", shape, e)
-    if array is None:
-        array = np.asarray(devices).reshape(shape)
-    return Mesh(array, MESH_AXES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,45 +173,8 @@ def batch_shards(mesh: Mesh, rules=DEFAULT_RULES) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Host <-> global arrays across processes
+# Host numbers across processes
 # --------------------------------------------------------------------------------------------
-
-
-def process_row_indices(sharding: NamedSharding, num_rows: int) -> np.ndarray:
-    """Global rows of a [num_rows, ...] batch that this process's devices hold, ascending.
-
-    `jax.make_array_from_process_local_data` places a process's local rows at exactly these
-    positions, in this order; `process_rows` reads them back.
-    """
-    rows = set()
-    for index in sharding.addressable_devices_indices_map((num_rows,)).values():
-        start, stop, _ = index[0].indices(num_rows)
-        rows.update(range(start, stop))
-    return np.asarray(sorted(rows), np.int64)
-
-
-def process_rows(x: jax.Array, sharding: NamedSharding) -> np.ndarray:
-    """This process's rows of a global array, as fed in through `sharding` (host numpy).
-
-    Works whatever the array's own sharding (rows sharded or replicated): each wanted row is
-    copied from an addressable shard that holds it. Only this process's devices are read.
-    """
-    want = process_row_indices(sharding, x.shape[0])
-    if x.is_fully_addressable:
-        return np.asarray(jax.device_get(x))[want]
-    out = np.empty((len(want), *x.shape[1:]), x.dtype)
-    filled = np.zeros(len(want), bool)
-    for shard in x.addressable_shards:
-        start, stop, _ = shard.index[0].indices(x.shape[0])
-        lo, hi = np.searchsorted(want, [start, stop])
-        todo = np.arange(lo, hi)[~filled[lo:hi]]
-        if len(todo):
-            data = np.asarray(shard.data)
-            out[todo] = data[want[todo] - start]
-            filled[todo] = True
-    if not filled.all():
-        raise ValueError("this process's devices do not hold all of its rows of the array")
-    return out
 
 
 def process_sum(values: dict) -> dict:

@@ -31,10 +31,10 @@ import optax
 from jax import lax
 
 from s2t_jax.frontend.specaugment import SpecAugmentPolicy, spec_augment
-from s2t_jax.modeling import init_params
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES, dense_init
 from s2t_jax.models.model import Speech2Text
+from s2t_jax.models.params import init_params
 from s2t_jax.training import losses, optim
 
 

@@ -39,6 +39,7 @@ from s2t_jax.checkpoints import orbax_io
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.pipeline import load_split, make_loader
 from s2t_jax.frontend.specaugment import POLICIES
+from s2t_jax.parallel.mesh import make_mesh, process_row_indices, process_rows
 from s2t_jax.training import flops, resilience, sharding, train_state, validation
 from s2t_jax.training.metrics_writer import MetricWriter
 from s2t_jax.training.train_state import DEVICE_KEYS, Task
@@ -108,14 +109,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise ValueError(f"nan_policy={config.nan_policy!r}: expected {resilience.NAN_POLICIES}")
 
     # --- Mesh ------------------------------------------------------------------------------------
-    mesh = sharding.make_mesh(config.mesh, config.num_devices)
+    mesh = make_mesh(config.mesh, config.num_devices)
     rules = tuple(tuple(r) for r in config.sharding.rules)
     devices = list(mesh.devices.flat)
     replicated = NamedSharding(mesh, P())
     batch_spec = sharding.batch_spec(mesh, rules)
     data_sharding = NamedSharding(mesh, batch_spec)
     num_shards = sharding.batch_shards(mesh, rules)
-    if len(sharding.process_row_indices(data_sharding, num_shards)) * jax.process_count() != (
+    if len(process_row_indices(data_sharding, num_shards)) * jax.process_count() != (
         num_shards
     ):
         raise ValueError(
@@ -335,7 +336,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             generate,
             encoder,
             config.wer.max_batches,
-            local_rows=lambda ids: sharding.process_rows(ids, data_sharding),
+            local_rows=lambda ids: process_rows(ids, data_sharding),
             metric=config.wer.get("metric", "wer"),
             force_prefix=data.prepend_tgt_lang_tag,
         )

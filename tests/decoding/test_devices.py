@@ -87,8 +87,8 @@ def test_generation_mesh_choice():
     assert generation.generation_mesh(None, rows=1) is None
     assert generation.generation_mesh(None, rows=3).size == 3  # no device without a real row
     assert generation.generation_mesh(None, rows=64).size == 8
-    assert generation.generation_mesh(4, rows=64).devices.tolist() == local[:4]
-    assert generation.generation_mesh(local[2:4], rows=64).devices.tolist() == local[2:4]
+    assert list(generation.generation_mesh(4, rows=64).devices.flat) == local[:4]
+    assert list(generation.generation_mesh(local[2:4], rows=64).devices.flat) == local[2:4]
     with pytest.raises(ValueError, match="9.*8 local devices"):
         generation.generation_mesh(9, rows=64)
     with pytest.raises(ValueError, match="empty"):

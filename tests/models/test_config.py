@@ -7,7 +7,7 @@ from flax import traverse_util
 
 from s2t_jax import Speech2TextConfig
 from s2t_jax.checkpoints.convert import _ours_to_hf_name
-from s2t_jax.modeling import abstract_params, count_params
+from s2t_jax.models.params import abstract_params, count_params
 
 
 @pytest.mark.parametrize(

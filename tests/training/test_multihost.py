@@ -126,15 +126,16 @@ pid = int(sys.argv[1])
 distributed.initialize(f"localhost:{sys.argv[2]}", 2, pid)
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
+from s2t_jax.parallel.mesh import make_mesh, process_rows
 from s2t_jax.training import sharding
-mesh = sharding.make_mesh({"data": 2, "fsdp": 2})
+mesh = make_mesh({"data": 2, "fsdp": 2})
 feed = NamedSharding(mesh, sharding.batch_spec(mesh))
 local = np.arange(4 * 3, dtype=np.float32).reshape(4, 3) + 100 * pid  # this process's rows
 x = jax.make_array_from_process_local_data(feed, local)
 assert x.shape == (8, 3)
 for out in (NamedSharding(mesh, P()), NamedSharding(mesh, P("fsdp")), feed):
     y = jax.jit(lambda a: 2 * a, out_shardings=out)(x)
-    np.testing.assert_array_equal(sharding.process_rows(y, feed), 2 * local)
+    np.testing.assert_array_equal(process_rows(y, feed), 2 * local)
 assert sharding.process_sum({"n": pid + 1, "m": 0.5}) == {"n": 3.0, "m": 1.0}
 print("rows ok", pid)
 """

@@ -11,7 +11,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import common
-from s2t_jax.modeling import abstract_params
+from s2t_jax.models.params import abstract_params
+from s2t_jax.parallel.mesh import make_mesh
 from s2t_jax.training import sharding, train_state
 from s2t_jax.training.train_state import model_config_from
 from tests.training.helpers import make_task, random_batch
@@ -25,7 +26,7 @@ def test_every_large_array_of_the_large_model_is_sharded_under_fsdp():
     c = common.base_config()
     c.model = common.model_config("large", 10000, tied=False)
     params = abstract_params(model_config_from(c, 10000))
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 8})
+    mesh = make_mesh({"data": 1, "fsdp": 8})
     specs = sharding.tree_shardings(params, mesh)
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, leaf), s in zip(leaves, jax.tree.leaves(specs)):
@@ -39,7 +40,7 @@ def test_every_large_array_of_the_large_model_is_sharded_under_fsdp():
 
 
 def test_rules_table_maps_logical_names_to_mesh_axes():
-    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     rules = sharding.DEFAULT_RULES
     assert sharding.spec_for(("embed", "mlp"), (64, 128), mesh, rules) == P("fsdp", "tensor")
     assert sharding.spec_for(("vocab", "embed"), (9, 64), mesh, rules) == P(None, "fsdp")
@@ -49,13 +50,13 @@ def test_rules_table_maps_logical_names_to_mesh_axes():
     assert sharding.batch_shards(mesh, rules) == 4
     # a mesh axis is used once per array; size-1 axes are dropped
     assert sharding.spec_for(("embed", "embed"), (8, 8), mesh, rules) == P("fsdp")
-    flat = sharding.make_mesh({"data": -1})
+    flat = make_mesh({"data": -1})
     assert sharding.batch_spec(flat) == P("data") and flat.shape["data"] == 8
     assert sharding.spec_for(("embed", "mlp"), (64, 128), flat, rules) == P()
     with pytest.raises(ValueError, match="needs 6 devices"):
-        sharding.make_mesh({"data": 3, "fsdp": 2})
+        make_mesh({"data": 3, "fsdp": 2})
     with pytest.raises(ValueError, match="unknown axes"):
-        sharding.make_mesh({"model": 2})
+        make_mesh({"model": 2})
 
 
 def _steps(task, init, batches, mesh):
@@ -87,8 +88,8 @@ def test_fsdp_matches_data_parallel_and_divides_param_bytes():
         jax.jit(functools.partial(train_state.init_state, task))(jax.random.key(0))
     )
     batches = [random_batch(batch=8, frames=32, seed=s) for s in range(2)]
-    dp_state, dp_loss = _steps(task, init, batches, sharding.make_mesh({"data": 8}))
-    fsdp_mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+    dp_state, dp_loss = _steps(task, init, batches, make_mesh({"data": 8}))
+    fsdp_mesh = make_mesh({"data": 2, "fsdp": 4})
     fsdp_state, fsdp_loss = _steps(task, init, batches, fsdp_mesh)
     np.testing.assert_allclose(fsdp_loss, dp_loss, rtol=1e-5)
     # k_proj biases are skipped: their true gradient is 0 (softmax ignores a per-query

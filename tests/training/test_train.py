@@ -17,7 +17,8 @@ from s2t_jax.checkpoints.averaging import average_checkpoints
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.pipeline import load_split, make_loader
 from s2t_jax.frontend.specaugment import POLICIES
-from s2t_jax.modeling import Speech2TextForConditionalGeneration, abstract_params
+from s2t_jax.modeling import Speech2TextForConditionalGeneration
+from s2t_jax.models.params import abstract_params
 from s2t_jax.training import train_state
 from s2t_jax.training.metrics_writer import read_metrics
 from s2t_jax.training.trainer import train_and_evaluate
