@@ -46,17 +46,15 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from s2t_jax.checkpoints import orbax_io
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.manifest import REQUIRED_COLUMNS, load_features_or_waveform, read_manifest
 from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, bucket_for
-from s2t_jax.decoding.generation import GenerationSettings, make_generate_fn, resolve_settings
+from s2t_jax.decoding.generation import resolve_settings
+from s2t_jax.decoding.sharded import ShardedGenerator
 from s2t_jax.evaluation import metrics
-from s2t_jax.parallel.mesh import make_mesh, process_row_block
 
 log = logging.getLogger(__name__)
 
@@ -339,67 +337,6 @@ def _file_sha256(path: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Sharded generation
 # --------------------------------------------------------------------------------------------
-
-
-def _host(x) -> np.ndarray:
-    """A global jax.Array (or a per-process numpy array, concatenated) on every host."""
-    if jax.process_count() == 1:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-class ShardedGenerator:
-    """`make_generate_fn` over a ("data",) mesh: params replicated, batch rows sharded, and
-    each device searching its own rows (no communication per step).
-
-    Each distinct (forced BOS, input shape) is lowered and compiled ahead of its first call, so
-    compile time is measured apart from decoding.
-    """
-
-    def __init__(self, model, settings: GenerationSettings, num_devices: int = 0):
-        self.mesh = make_mesh(None, num_devices)  # every device's "data" rows
-        self.num_devices = self.mesh.size
-        self.row_sharding = NamedSharding(self.mesh, P("data"))
-        self.params = jax.device_put(model.params, NamedSharding(self.mesh, P()))
-        self.config, self.settings = model.config, settings
-        self._fns: dict = {}  # forced BOS -> jitted generate fn
-        self._compiled: dict = {}  # (forced BOS, shape) -> compiled executable
-        self.compile_seconds = 0.0
-
-    @property
-    def shapes(self) -> list[tuple]:
-        return sorted({shape for _, shape in self._compiled})
-
-    def round_batch(self, batch_size: int) -> int:
-        """A global batch holds a multiple of the device count."""
-        return -(-max(int(batch_size), 1) // self.num_devices) * self.num_devices
-
-    def local_rows(self, batch_size: int) -> slice:
-        """This process's rows of a global batch: the shards of its devices."""
-        return process_row_block(self.row_sharding, batch_size)
-
-    def _fn(self, forced_bos: int | None):
-        if forced_bos not in self._fns:
-            fields = dataclasses.asdict(self.settings)
-            fields.update(num_return_sequences=1, forced_bos_token_id=forced_bos)
-            self._fns[forced_bos] = make_generate_fn(self.config, mesh=self.mesh, **fields)
-        return self._fns[forced_bos]
-
-    def __call__(self, features, mask, forced_bos: int | None = None) -> np.ndarray:
-        """features [local rows, frames, F] and mask [local rows, frames] of this process ->
-        ids [global rows, max_length] int32 on every process (start token first)."""
-        rows = features.shape[0] * jax.process_count()  # multi-process uses every device
-        put = jax.make_array_from_process_local_data
-        feats = put(self.row_sharding, features, (rows, *features.shape[1:]))
-        mask = put(self.row_sharding, mask, (rows, mask.shape[1]))
-        key = (forced_bos, feats.shape)
-        if key not in self._compiled:
-            start = time.perf_counter()
-            lowered = self._fn(forced_bos).lower(self.params, feats, mask)
-            self._compiled[key] = lowered.compile()
-            self.compile_seconds += time.perf_counter() - start
-        ids, _ = self._compiled[key](self.params, feats, mask)
-        return _host(ids)
 
 
 # --------------------------------------------------------------------------------------------

@@ -116,9 +116,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     batch_spec = sharding.batch_spec(mesh, rules)
     data_sharding = NamedSharding(mesh, batch_spec)
     num_shards = sharding.batch_shards(mesh, rules)
-    if len(process_row_indices(data_sharding, num_shards)) * jax.process_count() != (
-        num_shards
-    ):
+    if len(process_row_indices(data_sharding, num_shards)) * jax.process_count() != (num_shards):
         raise ValueError(
             f"mesh {dict(mesh.shape)}: each process must hold its own 1/{jax.process_count()} "
             "of the batch (keep the 'tensor' axis within a host)"
