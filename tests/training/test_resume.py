@@ -25,6 +25,8 @@ from s2t_jax.training.metrics_writer import read_metrics
 from tests.training.helpers import debug_config
 from tests.training.synthetic import write_corpus
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
