@@ -52,14 +52,14 @@ def main(argv):
         # Before anything starts JAX: each core then searches its own rows (docs/generation.md).
         use_cpu_cores(None if FLAGS.cpu_devices < 0 else FLAGS.cpu_devices)
     distributed.initialize()
-    from s2t_jax.decoding.generation import enable_compilation_cache
-    from s2t_jax.evaluation import evaluate
+    from s2t_jax.decoding.compilation_cache import enable_compilation_cache
+    from s2t_jax.evaluation import evaluate, outputs, sources
 
     if FLAGS.compilation_cache:
         enable_compilation_cache(FLAGS.compilation_cache)
     data_config = FLAGS.data_config
     if data_config is None and _CONFIG.value is not None:
-        data_config = evaluate.data_config_path(_CONFIG.value)
+        data_config = sources.data_config_path(_CONFIG.value)
     stem = os.path.splitext(os.path.basename(FLAGS.manifest))[0]
     results = evaluate.evaluate(
         FLAGS.checkpoint,
@@ -82,7 +82,7 @@ def main(argv):
         overwrite=FLAGS.overwrite,
     )
     if results:  # process 0
-        print(evaluate.summary_line(results))
+        print(outputs.summary_line(results))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ s2t-small shape: d_model 256, 12 encoder / 6 decoder layers, 4 heads, ffn 2048, 
 conv 1024, converted by our loader) and on the same padded batches of real-audio features:
 utterances of 2-15 s cut from ../shared/audio (tests/assets when that is missing), featurised
 once, padded to our frame bucket, and handed identically to both. Ours encodes the batch in
-length groups (generate's default, see generation.length_groups): the same encoder states on
+length groups (generate's default, see decoding/groups.py): the same encoder states on
 every valid frame, without the work on the longest utterance's padding; "ids" says whether the
 output is still token for token transformers'.
 
@@ -97,7 +97,7 @@ def speech_stream() -> np.ndarray:
 
 def speech_batch(stream, n: int, low: float, high: float, rng):
     """n utterances of low..high seconds at random offsets -> bucket-padded (features, mask)."""
-    from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+    from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 
     cut = []
     for seconds in rng.uniform(low, high, n):

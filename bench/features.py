@@ -31,8 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from s2t_jax.frontend import features as features_module  # noqa: E402
+from s2t_jax.frontend import fbank  # noqa: E402
 from s2t_jax.frontend.audio import load_audio  # noqa: E402
+from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor  # noqa: E402
 
 SR = 16000
 DURATIONS_S = [2, 4, 6, 8, 10, 12, 9, 9]  # 60 s in all
@@ -75,10 +76,10 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     if args.single_thread:
-        features_module.USE_THREADS = False
+        fbank.USE_THREADS = False
     batch, sources = speech_batch()
     audio_s = sum(len(w) for w in batch) / SR
-    ours = features_module.Speech2TextFeatureExtractor()
+    ours = Speech2TextFeatureExtractor()
     theirs = transformers.Speech2TextFeatureExtractor()
     call = dict(sampling_rate=SR, padding=True, return_tensors="np")
     runs = {"s2t_jax": lambda: ours(batch, **call), "transformers": lambda: theirs(batch, **call)}
@@ -100,7 +101,7 @@ def main() -> None:
         "utterances_s": DURATIONS_S,
         "sources": sources,
         "cpu_count": os.cpu_count(),
-        "threads": not args.single_thread and features_module.USE_THREADS,
+        "threads": not args.single_thread and fbank.USE_THREADS,
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "max_abs_diff_cmvn_features": max_diff,

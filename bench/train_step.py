@@ -25,10 +25,8 @@ import transformers  # noqa: E402
 from shapes import s2t_small  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from s2t_jax.models.config import Speech2TextConfig  # noqa: E402
-from s2t_jax.training import (
-    flops,  # noqa: E402
-    train_state,  # noqa: E402
-)
+from s2t_jax.training import flops, train_state  # noqa: E402
+from s2t_jax.training.task import Task  # noqa: E402
 
 SMALL = s2t_small(tied=True)  # dropout, attention and activation dropout 0.1
 
@@ -54,7 +52,7 @@ def jax_step(batch):
              label_smoothing=0.1, ignore_prefix_size=0, ctc_weight=0.0, update_freq=1,
              encoder_freezing_updates=0)
     )  # fmt: skip
-    task = train_state.Task.from_config(opt, cfg, specaugment=None)
+    task = Task.from_config(opt, cfg, specaugment=None)
     state = [train_state.init_state(task, jax.random.key(0))]
     batch = jax.device_put(batch)
     rng = jax.random.key(1)

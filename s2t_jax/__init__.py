@@ -10,7 +10,7 @@ _EXPORTS = {
     "Speech2TextConfig": "s2t_jax.models.config",
     "Speech2TextForConditionalGeneration": "s2t_jax.modeling",
     "Speech2TextModel": "s2t_jax.modeling",
-    "Speech2TextFeatureExtractor": "s2t_jax.frontend.features",
+    "Speech2TextFeatureExtractor": "s2t_jax.frontend.extractor",
     "Speech2TextTokenizer": "s2t_jax.frontend.tokenizer",
     "Speech2TextProcessor": "s2t_jax.frontend.processor",
     "load_audio": "s2t_jax.frontend.audio",

@@ -16,7 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2t_jax.checkpoints import convert, orbax_io
+from s2t_jax.checkpoints import orbax_io
+from s2t_jax.checkpoints.fairseq import load_fairseq_checkpoint
+from s2t_jax.checkpoints.hf import hf_state_dict_to_params, load_hf_state_dict, save_hf_dir
+from s2t_jax.decoding.settings import read_generation_config
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
@@ -72,6 +75,8 @@ class _PretrainedSpeech2Text:
         param_dtype = DTYPES[config.param_dtype]
         self.params = jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
         self.source_dir = None
+        # Generation defaults, read once (from_pretrained reads the model's files).
+        self.generation_config = read_generation_config(config)
 
     # --- loading and saving -----------------------------------------------------------------
 
@@ -84,7 +89,7 @@ class _PretrainedSpeech2Text:
                 config_overrides[key] = jnp.dtype(value).name
         kind = _weights_kind(path)
         if kind == "fairseq":
-            config, params = convert.load_fairseq_checkpoint(path)
+            config, params = load_fairseq_checkpoint(path)
             config = config.replace(**config_overrides)
         else:
             config = Speech2TextConfig.from_pretrained(path, **config_overrides)
@@ -92,16 +97,17 @@ class _PretrainedSpeech2Text:
                 target = abstract_params(config.replace(param_dtype="float32"), cls.with_lm_head)
                 params = orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
             else:
-                state = convert.load_hf_state_dict(path)
+                state = load_hf_state_dict(path)
                 if not cls.with_lm_head:
                     state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
                     state = {
                         ("model." + k if not k.startswith("model.") else k): v
                         for k, v in state.items()
                     }
-                params = convert.hf_state_dict_to_params(state, config, cls.with_lm_head)
+                params = hf_state_dict_to_params(state, config, cls.with_lm_head)
         model = cls(config, params)
         model.source_dir = path if os.path.isdir(path) else None
+        model.generation_config = read_generation_config(config, model.source_dir)
         return model
 
     def save_pretrained(self, path, transformers_format: bool = False) -> None:
@@ -113,7 +119,7 @@ class _PretrainedSpeech2Text:
         os.makedirs(path, exist_ok=True)
         params = jax.tree.map(lambda x: np.asarray(x, np.float32), self.params)
         if transformers_format:
-            convert.save_hf_dir(params, self.config, path)
+            save_hf_dir(params, self.config, path)
         else:
             self.config.save_pretrained(path)
             orbax_io.save_params(os.path.join(path, PARAMS_DIR), params)

@@ -11,19 +11,17 @@ casts back), and writes one of our model directories (config.json + Orbax params
 from __future__ import annotations
 
 import argparse
-import os
 
 import jax
 import numpy as np
 
-from s2t_jax.checkpoints import orbax_io
+from s2t_jax.checkpoints.orbax_io import TrainCheckpointer
+from s2t_jax.checkpoints.workdir import checkpoint_dir, load_train_checkpoint
 
 
 def average_checkpoints(workdir: str, num: int = 10, steps=None):
     """-> (Speech2TextConfig, averaged params, steps used). Default: the last `num` steps."""
-    ckpt = orbax_io.TrainCheckpointer(
-        os.path.join(workdir, orbax_io.CHECKPOINT_DIR), async_save=False
-    )
+    ckpt = TrainCheckpointer(checkpoint_dir(workdir), async_save=False)
     try:
         available = ckpt.all_steps()
     finally:
@@ -35,7 +33,7 @@ def average_checkpoints(workdir: str, num: int = 10, steps=None):
         raise ValueError(f"{workdir}: steps {missing or steps} not among checkpoints {available}")
     total, config = None, None
     for step in steps:
-        config, params, _ = orbax_io.load_train_checkpoint(workdir, step)
+        config, params, _ = load_train_checkpoint(workdir, step)
         params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
         total = params if total is None else jax.tree.map(np.add, total, params)
     mean = jax.tree.map(lambda x: (x / len(steps)).astype(np.float32), total)

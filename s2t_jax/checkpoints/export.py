@@ -15,41 +15,15 @@ import os
 
 import numpy as np
 
-from s2t_jax.checkpoints import orbax_io
-
-
-def is_training_workdir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, orbax_io.MODEL_CONFIG_FILE)) and os.path.isdir(
-        os.path.join(path, orbax_io.CHECKPOINT_DIR)
-    )
-
-
-def _data_config(workdir: str):
-    from s2t_jax.data.data_config import DataConfig
-
-    with open(os.path.join(workdir, "train_config.json")) as f:
-        data = json.load(f).get("data", {})
-    if not data.get("root"):
-        raise ValueError(f"{workdir}/train_config.json names no data.root")
-    return DataConfig.load(data["root"], data.get("config_yaml") or "config.yaml")
-
-
-def fairseq_vocab(dict_path: str) -> dict[str, int]:
-    """fairseq dictionary file -> token ids, with the four specials first."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    with open(dict_path, encoding="utf-8") as f:
-        for line in f:
-            token = line.rstrip("\n").rsplit(" ", 1)[0]
-            if token and token not in vocab:
-                vocab[token] = len(vocab)
-    return vocab
+from s2t_jax.checkpoints.workdir import load_recorded_data_config, load_train_checkpoint
+from s2t_jax.data.vocab import FairseqDictionary
 
 
 def write_processor_files(data, out_dir: str, split: str = "test") -> None:
     """Tokenizer and feature-extractor files for a fairseq data config."""
     import shutil
 
-    from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+    from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
     from s2t_jax.frontend.tokenizer import Speech2TextTokenizer
 
     os.makedirs(out_dir, exist_ok=True)
@@ -57,7 +31,8 @@ def write_processor_files(data, out_dir: str, split: str = "test") -> None:
         raise ValueError("the data config has no sentencepiece model; cannot build a tokenizer")
     vocab_json = os.path.join(out_dir, "vocab.json")
     with open(vocab_json, "w", encoding="utf-8") as f:
-        json.dump(fairseq_vocab(data.vocab_path), f, ensure_ascii=False, indent=0)
+        vocab = FairseqDictionary.load(data.vocab_path).index  # specials first, then the file
+        json.dump(vocab, f, ensure_ascii=False, indent=0)
     spm_file = os.path.join(out_dir, "sentencepiece.bpe.model")
     shutil.copy2(data.spm_path, spm_file)
     Speech2TextTokenizer(vocab_json, spm_file).save_pretrained(out_dir)
@@ -84,11 +59,11 @@ def export_workdir(
     """Writes the model of `workdir` (latest step by default) to a model directory."""
     from s2t_jax.modeling import Speech2TextForConditionalGeneration
 
-    config, params, step = orbax_io.load_train_checkpoint(workdir, step)
+    config, params, step = load_train_checkpoint(workdir, step)
     config = config.replace(num_beams=num_beams, max_length=max_length, early_stopping=True)
     model = Speech2TextForConditionalGeneration(config, jax_params(params))
     model.save_pretrained(out_dir, transformers_format=transformers_format)
-    write_processor_files(_data_config(workdir), out_dir)
+    write_processor_files(load_recorded_data_config(workdir), out_dir)
     generation = {
         "num_beams": num_beams,
         "max_length": max_length,

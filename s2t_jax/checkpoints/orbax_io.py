@@ -2,8 +2,8 @@
 
 `save_params` / `restore_params` store a params pytree in our model directories.
 `TrainCheckpointer` wraps Orbax's CheckpointManager for training (train state + data iterator
-state + seed, async saves, keep the last N plus the best by a validation metric), and
-`load_train_checkpoint` reads a run's model back for export and checkpoint averaging.
+state + seed, async saves, keep the last N plus the best by a validation metric); a training
+workdir's layout around it is s2t_jax/checkpoints/workdir.py.
 """
 
 import os
@@ -128,28 +128,3 @@ class TrainCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-CHECKPOINT_DIR = "checkpoints"
-MODEL_CONFIG_FILE = "model_config.json"
-
-
-def load_train_checkpoint(workdir: str, step: int | None = None):
-    """A training run's model: -> (Speech2TextConfig, params of the Speech2Text module, step).
-
-    Reads `<workdir>/model_config.json` and the `params["model"]` subtree of the checkpoint at
-    `step` (default: latest). The CTC head, optimiser state and iterator state are dropped.
-    """
-    from s2t_jax.models.config import Speech2TextConfig
-
-    config = Speech2TextConfig.from_json_file(os.path.join(workdir, MODEL_CONFIG_FILE))
-    ckpt = TrainCheckpointer(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{workdir}: no training checkpoints")
-        state, _ = ckpt.restore(step)
-    finally:
-        ckpt.close()
-    params = jax.tree.map(np.asarray, state["params"]["model"])
-    return config, params, step

@@ -13,19 +13,13 @@ import time
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from s2t_jax.decoding.generation import GenerationSettings, make_generate_fn
+from s2t_jax.decoding.search import make_generate_fn
+from s2t_jax.decoding.settings import GenerationSettings
+from s2t_jax.parallel.hosts import gather_rows
 from s2t_jax.parallel.mesh import make_mesh, process_row_block
-
-
-def _host(x) -> np.ndarray:
-    """A global jax.Array (or a per-process numpy array, concatenated) on every host."""
-    if jax.process_count() == 1:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 class ShardedGenerator:
@@ -60,9 +54,10 @@ class ShardedGenerator:
 
     def _fn(self, forced_bos: int | None):
         if forced_bos not in self._fns:
-            fields = dataclasses.asdict(self.settings)
-            fields.update(num_return_sequences=1, forced_bos_token_id=forced_bos)
-            self._fns[forced_bos] = make_generate_fn(self.config, mesh=self.mesh, **fields)
+            settings = dataclasses.replace(
+                self.settings, num_return_sequences=1, forced_bos_token_id=forced_bos
+            )
+            self._fns[forced_bos] = make_generate_fn(self.config, settings, mesh=self.mesh)
         return self._fns[forced_bos]
 
     def __call__(self, features, mask, forced_bos: int | None = None) -> np.ndarray:
@@ -79,4 +74,4 @@ class ShardedGenerator:
             self._compiled[key] = lowered.compile()
             self.compile_seconds += time.perf_counter() - start
         ids, _ = self._compiled[key](self.params, feats, mask)
-        return _host(ids)
+        return gather_rows(ids)

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         use_cpu_cores(args.cpu_devices)
     except RuntimeError as err:  # main() called in a process whose JAX has already started
         print(f"warning: {err}; using its {jax.device_count()} devices", file=sys.stderr)
-    from s2t_jax.decoding.generation import enable_compilation_cache
+    from s2t_jax.decoding.compilation_cache import enable_compilation_cache
     from s2t_jax.frontend.processor import Speech2TextProcessor
     from s2t_jax.modeling import Speech2TextForConditionalGeneration
 

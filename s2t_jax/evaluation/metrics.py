@@ -9,7 +9,9 @@ and `--eval-bleu` numbers.
 from __future__ import annotations
 
 import dataclasses
+import math
 import unicodedata
+from collections.abc import Sequence
 
 import jiwer
 import sacrebleu
@@ -97,3 +99,29 @@ def bleu(references, hypotheses, char_level: bool = False, tokenize: str = "13a"
 
 def chrf(references, hypotheses) -> float:
     return sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score
+
+
+def score(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    normalizer: TextNormalizer,
+    char_bleu: bool = False,
+) -> dict:
+    """results.json's metrics: WER (jiwer, on normalised text) and BLEU / chrF (sacrebleu, on
+    detokenised text); {} without references, None for a value that is not finite."""
+    if not references:
+        return {}
+    wer = word_error_rate(references, hypotheses, normalizer)
+    out = {
+        "wer": wer["wer"],
+        "wer_errors": wer["errors"],
+        "wer_ref_words": wer["ref_words"],
+        "substitutions": wer["substitutions"],
+        "deletions": wer["deletions"],
+        "insertions": wer["insertions"],
+        "bleu": bleu(references, hypotheses, char_level=char_bleu),
+        "chrf": chrf(references, hypotheses),
+    }
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()
+    }

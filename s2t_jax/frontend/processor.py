@@ -2,10 +2,10 @@
 
 Why: training and inference both need "audio (files or arrays) -> input_features +
 attention_mask" and "text -> labels" with the settings saved next to a checkpoint. This wraps
-`s2t_jax.frontend.features` and `s2t_jax.frontend.tokenizer` with transformers' `Speech2TextProcessor` semantics
-(positional first argument is the audio; with both audio and text, the text ids come back as
-`labels`) and adds file paths as audio: they are decoded, down-mixed and resampled to the
-extractor's rate by `s2t_jax.frontend.audio.load_audio`.
+`s2t_jax.frontend.extractor` and `s2t_jax.frontend.tokenizer` with transformers'
+`Speech2TextProcessor` semantics (positional first argument is the audio; with both audio and
+text, the text ids come back as `labels`) and adds file paths as audio: they are decoded,
+down-mixed and resampled to the extractor's rate by `s2t_jax.frontend.audio.load_audio`.
 
 It reads both hub layouts: the older one (preprocessor_config.json + tokenizer files +
 special_tokens_map.json, as on facebook/s2t-*) and transformers 5's (processor_config.json with
@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 
 from s2t_jax.frontend.audio import load_audio
-from s2t_jax.frontend.features import PROCESSOR_NAME, BatchFeature, Speech2TextFeatureExtractor
+from s2t_jax.frontend.extractor import PROCESSOR_NAME, Speech2TextFeatureExtractor
+from s2t_jax.frontend.model_inputs import BatchFeature
 from s2t_jax.frontend.tokenizer import Speech2TextTokenizer
 
 __all__ = ["Speech2TextProcessor"]

@@ -1,8 +1,7 @@
 """Multi-head attention with the projections split out, so the decoder can cache K/V.
 
-Keys and values are kept as [batch, len, heads, head_dim]: the self-attention cache is a
-preallocated buffer of that shape written one step at a time, and cross-attention K/V are
-projected once from the encoder output and reused for every step.
+Keys and values are [batch, len, heads, head_dim] here; the cached decoder step (decoder.py)
+lays them out for search instead (see kv_cache.py) and uses the projections directly.
 """
 
 import jax
@@ -10,6 +9,13 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from s2t_jax.models.layers import dense
+
+
+def masked_softmax(scores, mask, dtype):
+    """Softmax over the last axis in float32, where `mask` is False set to float32's minimum
+    (as dot_product_attention masks), cast to `dtype`. The cached decoder step uses it."""
+    scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(scores, axis=-1).astype(dtype)
 
 
 def dot_product_attention(q, k, v, mask, dropout=None, deterministic=True):

@@ -1,10 +1,7 @@
 """The text decoder: teacher-forced over a whole target, or one step at a time with a KV cache.
 
-The cache is a plain pytree whose every leaf is batch-major, so beam search can gather it by
-beam index with one tree_map:
-  self_k, self_v:   tuple over layers of [batch, max_len, heads, head_dim] (preallocated)
-  cross_k, cross_v: tuple over layers of [batch, src_len, heads, head_dim] (projected once)
-  enc_mask:         [batch, src_len] bool
+The cached step is the one greedy and beam search run; its cache is laid out for them (rows =
+batch * beams, cross-attention K/V once per item, heads before time; see kv_cache.py).
 """
 
 import math
@@ -13,7 +10,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-from s2t_jax.models.attention import MultiHeadAttention
+from s2t_jax.models.attention import MultiHeadAttention, masked_softmax
+from s2t_jax.models.kv_cache import new_cache
 from s2t_jax.models.layers import FeedForward, dtypes, layer_norm
 from s2t_jax.models.positions import sinusoidal_positions
 
@@ -51,16 +49,35 @@ class DecoderLayer(nn.Module):
     def cross_key_value(self, enc):
         return self.encoder_attn.key_value(enc)  # 2 x [batch, src, heads, head_dim]
 
-    def step(self, x, index, self_k, self_v, cross_k, cross_v, cross_mask):
-        """One cached step: x [batch, 1, d_model]; writes K/V at `index`, attends to <= index."""
+    def step(self, x, index, self_k, self_v, cross_k, cross_v, self_mask, cross_mask):
+        """One cached step of rows = batch * beams (an item's beams adjacent).
+
+        x [rows, 1, d_model]; self_k, self_v [rows, heads, length, hd]: writes this step's K/V
+        at `index`; cross_k [batch, heads, hd, src], cross_v [batch, heads, src, hd];
+        self_mask [1, 1, 1, length]; cross_mask [batch, 1, 1, src].
+        -> (x [rows, 1, d_model], self_k, self_v).
+        """
+        rows, d = x.shape[0], x.shape[2]
+        batch = cross_k.shape[0]
         h = self.self_attn_layer_norm(x)
-        k, v = self.self_attn.key_value(h)  # [batch, 1, heads, head_dim]
-        self_k = lax.dynamic_update_slice(self_k, k.astype(self_k.dtype), (0, index, 0, 0))
-        self_v = lax.dynamic_update_slice(self_v, v.astype(self_v.dtype), (0, index, 0, 0))
-        mask = (jnp.arange(self_k.shape[1]) <= index)[None, None, None, :]  # [1, 1, 1, max_len]
-        h = self.self_attn.attend(self.self_attn.query(h), self_k, self_v, mask, True)
-        x = x + h
-        return self._cross_and_ffn(x, cross_k, cross_v, cross_mask, True), self_k, self_v
+        q = self.self_attn.query(h).transpose(0, 2, 1, 3)  # [rows, heads, 1, hd]
+        k, v = self.self_attn.key_value(h)  # [rows, 1, heads, hd]
+        at = (0, 0, index, 0)
+        self_k = lax.dynamic_update_slice(self_k, k.transpose(0, 2, 1, 3), at)
+        self_v = lax.dynamic_update_slice(self_v, v.transpose(0, 2, 1, 3), at)
+        scores = lax.dot_general(q, self_k, (((3,), (3,)), ((0, 1), (0, 1))))  # [r, h, 1, len]
+        ctx = jnp.matmul(masked_softmax(scores, self_mask, self_v.dtype), self_v)  # [r, h, 1, hd]
+        x = x + self.self_attn.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d))
+
+        h = self.encoder_attn_layer_norm(x)
+        heads, head_dim = q.shape[1], q.shape[3]
+        q = self.encoder_attn.query(h).reshape(batch, rows // batch, heads, head_dim)
+        q = q.transpose(0, 2, 1, 3)  # [batch, heads, beams, hd]: an item's beams together
+        scores = jnp.matmul(q, cross_k)  # [batch, heads, beams, src]
+        ctx = jnp.matmul(masked_softmax(scores, cross_mask, x.dtype), cross_v)
+        x = x + self.encoder_attn.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d))
+        x = x + self.ffn(self.final_layer_norm(x), True)
+        return x, self_k, self_v
 
 
 class Decoder(nn.Module):
@@ -82,7 +99,9 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.embed_scale = math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
 
-    def _embed(self, ids, offset=0, max_position=None):
+    def embed(self, ids, offset=0, max_position=None):
+        """ids [batch, len] -> scaled token embeddings plus positions [batch, len, d_model];
+        `offset` tokens came before (a cached step), `max_position` bounds the table."""
         cfg = self.config
         x = self.embed_tokens(ids) * self.embed_scale  # [batch, len, d_model]
         pos = sinusoidal_positions(
@@ -96,7 +115,7 @@ class Decoder(nn.Module):
         enc_mask [batch, src] bool or None; attention_mask [batch, tgt] masks pad keys, as
         transformers' decoder_attention_mask does.
         """
-        x = self.dropout(self._embed(input_ids), deterministic=deterministic)
+        x = self.dropout(self.embed(input_ids), deterministic=deterministic)
         tgt = input_ids.shape[1]
         self_mask = jnp.tril(jnp.ones((tgt, tgt), bool))[None, None]  # [1, 1, tgt, tgt]
         if attention_mask is not None:
@@ -106,27 +125,22 @@ class Decoder(nn.Module):
             x = layer(x, self_mask, enc, cross_mask, deterministic)
         return self.layer_norm(x)
 
-    def init_cache(self, enc, enc_mask, max_length: int):
-        """Projects cross-attention K/V once and allocates self-attention K/V for max_length."""
-        cfg = self.config
-        batch = enc.shape[0]
-        heads = cfg.decoder_attention_heads
-        shape = (batch, max_length, heads, cfg.d_model // heads)
-        dtype = dtypes(cfg)[0]
-        cross = [layer.cross_key_value(enc) for layer in self.layers]
-        return {
-            "self_k": tuple(jnp.zeros(shape, dtype) for _ in self.layers),
-            "self_v": tuple(jnp.zeros(shape, dtype) for _ in self.layers),
-            "cross_k": tuple(k for k, _ in cross),
-            "cross_v": tuple(v for _, v in cross),
-            "enc_mask": jnp.ones(enc.shape[:2], bool) if enc_mask is None else enc_mask,
-        }
+    def init_cache(self, enc, enc_mask, beams: int, length: int):
+        """The cache of a search over `beams` rows per item: cross-attention K/V projected once
+        per item from enc [batch, src, d_model], self-attention K/V for `length` positions
+        (grown by kv_cache.grow_self_cache). enc_mask [batch, src] bool, None for all valid."""
+        cross = [layer.cross_key_value(enc) for layer in self.layers]  # [b, src, h, hd]
+        if enc_mask is None:
+            enc_mask = jnp.ones(enc.shape[:2], bool)
+        return new_cache(cross, enc_mask, enc.shape[0] * beams, length, dtypes(self.config)[0])
 
-    def step(self, token, index, cache):
-        """token [batch] at position `index` (0-based) -> hidden [batch, d_model], new cache."""
-        max_length = cache["self_k"][0].shape[1]
-        x = self._embed(token[:, None], offset=index, max_position=max_length)  # [b, 1, d]
-        cross_mask = cache["enc_mask"][:, None, None, :]
+    def step(self, tokens, index, cache, max_length: int):
+        """tokens [batch * beams] at position `index` (0-based) -> (hidden [rows, d_model],
+        cache). max_length: the search's length, which sizes the position table."""
+        length = cache["self_k"][0].shape[2]
+        x = self.embed(tokens[:, None], offset=index, max_position=max_length)  # [rows, 1, d]
+        self_mask = (jnp.arange(length) <= index)[None, None, None, :]  # [1, 1, 1, length]
+        cross_mask = cache["enc_mask"][:, None, None, :]  # [batch, 1, 1, src]
         self_k, self_v = [], []
         for i, layer in enumerate(self.layers):
             x, k, v = layer.step(
@@ -136,6 +150,7 @@ class Decoder(nn.Module):
                 cache["self_v"][i],
                 cache["cross_k"][i],
                 cache["cross_v"][i],
+                self_mask,
                 cross_mask,
             )
             self_k.append(k)

@@ -58,12 +58,13 @@ class Speech2Text(nn.Module):
         h = self.decoder(decoder_input_ids, enc, enc_mask, decoder_attention_mask, deterministic)
         return self.logits(h) if self.with_lm_head else h
 
-    def init_cache(self, enc, enc_mask, max_length: int):
-        return self.decoder.init_cache(enc, enc_mask, max_length)
+    def init_cache(self, enc, enc_mask, beams: int, length: int):
+        """The decoder cache for a search of `beams` rows per item (see kv_cache.py)."""
+        return self.decoder.init_cache(enc, enc_mask, beams, length)
 
-    def decode_step(self, token, index, cache):
-        """token [batch] at step `index` -> (logits [batch, vocab] float32, cache)."""
-        h, cache = self.decoder.step(token, index, cache)
+    def decode_step(self, tokens, index, cache, max_length: int):
+        """tokens [batch * beams] at step `index` -> (logits [batch * beams, vocab] f32, cache)."""
+        h, cache = self.decoder.step(tokens, index, cache, max_length)
         return self.logits(h), cache
 
     def __call__(

@@ -173,23 +173,6 @@ def batch_shards(mesh: Mesh, rules=DEFAULT_RULES) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Host numbers across processes
-# --------------------------------------------------------------------------------------------
-
-
-def process_sum(values: dict) -> dict:
-    """Sums a flat dict of host numbers over processes (every process gets the totals)."""
-    if jax.process_count() == 1:
-        return dict(values)
-    from jax.experimental import multihost_utils
-
-    keys = sorted(values)
-    local = np.asarray([float(values[k]) for k in keys], np.float64)
-    total = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, len(keys)).sum(0)
-    return dict(zip(keys, total.tolist()))
-
-
-# --------------------------------------------------------------------------------------------
 # Accounting
 # --------------------------------------------------------------------------------------------
 

@@ -22,20 +22,15 @@ the data position and the host loop stay in step), Adam's own count does not.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
-from s2t_jax.frontend.specaugment import SpecAugmentPolicy, spec_augment
-from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES, dense_init
-from s2t_jax.models.model import Speech2Text
 from s2t_jax.models.params import init_params
-from s2t_jax.training import losses, optim
+from s2t_jax.training import optim
+from s2t_jax.training.task import Task, loss_sums
 
 
 def use_unrolled_threefry_on_cpu() -> bool:
@@ -61,64 +56,6 @@ def use_unrolled_threefry_on_cpu() -> bool:
 DEVICE_KEYS = ("features", "attention_mask", "prev_tokens", "target")
 
 
-def model_config_from(config, vocab_size: int) -> Speech2TextConfig:
-    """Speech2TextConfig from `config.model`; vocab_size <= 0 there means "the dictionary's"."""
-    fields = dict(config.model)
-    fields["conv_kernel_sizes"] = tuple(fields.get("conv_kernel_sizes", (5, 5)))
-    if fields.get("vocab_size", 0) <= 0:
-        fields["vocab_size"] = vocab_size
-    elif fields["vocab_size"] != vocab_size:
-        raise ValueError(
-            f"config.model.vocab_size={fields['vocab_size']} but the dictionary has "
-            f"{vocab_size} entries; set it to {vocab_size} or to -1"
-        )
-    return Speech2TextConfig(**fields)
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """What the step functions close over: the model, the optimiser and the criterion."""
-
-    model_config: Speech2TextConfig
-    tx: Any
-    schedule: Any
-    label_smoothing: float = 0.1
-    ignore_prefix_size: int = 0
-    ctc_weight: float = 0.0
-    update_freq: int = 1
-    encoder_freezing_updates: int = 0
-    specaugment: SpecAugmentPolicy | None = None
-    # Sharding of batch-major activations (NamedSharding of the batch spec) or None: pins the
-    # encoder output and the logits to batch sharding, so FSDP gathers weights rather than
-    # resharding activations.
-    activation_sharding: Any = None
-
-    @property
-    def module(self) -> Speech2Text:
-        return Speech2Text(self.model_config)
-
-    def constrain(self, x):
-        if self.activation_sharding is None:
-            return x
-        return lax.with_sharding_constraint(x, self.activation_sharding)
-
-    @classmethod
-    def from_config(cls, config, model_config, specaugment=None, activation_sharding=None) -> Task:
-        tx, schedule = optim.make_optimizer(config)
-        return cls(
-            model_config=model_config,
-            tx=tx,
-            schedule=schedule,
-            label_smoothing=config.label_smoothing,
-            ignore_prefix_size=config.ignore_prefix_size,
-            ctc_weight=config.ctc_weight,
-            update_freq=config.update_freq,
-            encoder_freezing_updates=config.encoder_freezing_updates,
-            specaugment=specaugment,
-            activation_sharding=activation_sharding,
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # Init
 # --------------------------------------------------------------------------------------------
@@ -142,64 +79,6 @@ def init_state(task: Task, rng) -> dict:
             "micro": jnp.zeros((), jnp.int32),
         }
     return state
-
-
-# --------------------------------------------------------------------------------------------
-# Forward + criterion
-# --------------------------------------------------------------------------------------------
-
-
-def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
-    """Summed criterion over a padded batch (see losses.py); `train` turns on dropout + SpecAug."""
-    cfg = task.model_config
-    module = task.module
-    feats, mask = batch["features"], batch["attention_mask"]  # [B, T, F], [B, T]
-    k_spec, k_enc, k_dec = jax.random.split(rng, 3)
-    if train and task.specaugment is not None:
-        feats = spec_augment(feats, mask.sum(-1), k_spec, task.specaugment)
-    variables = {"params": params["model"]}
-    enc, enc_mask = module.apply(
-        variables,
-        feats.astype(DTYPES[cfg.dtype]),
-        mask,
-        not train,
-        method=Speech2Text.encode,
-        rngs={"dropout": k_enc},
-    )
-    enc = task.constrain(enc)  # [B, S, D]
-    logits = module.apply(
-        variables,
-        batch["prev_tokens"],
-        enc,
-        enc_mask,
-        None,
-        not train,
-        method=Speech2Text.decode,
-        rngs={"dropout": k_dec},
-    )
-    logits = task.constrain(logits)  # [B, L, V] f32
-    target = batch["target"]  # [B, L]
-    sums = losses.label_smoothed_nll_loss(
-        logits, target, task.label_smoothing, cfg.pad_token_id, task.ignore_prefix_size
-    )
-    sums["ntokens"] = jnp.sum(target != cfg.pad_token_id).astype(jnp.float32)
-    sums["nsentences"] = jnp.sum(mask.sum(-1) > 0).astype(jnp.float32)
-    sums["frames"] = jnp.sum(mask).astype(jnp.float32)
-    if task.ctc_weight > 0:
-        head = params["ctc"]
-        ctc_logits = enc @ head["kernel"].astype(enc.dtype) + head["bias"].astype(enc.dtype)
-        ctc = losses.ctc_loss(
-            ctc_logits,
-            enc_mask,
-            target,
-            cfg.pad_token_id,
-            cfg.eos_token_id,
-            blank_id=cfg.bos_token_id,
-            ignore_prefix_size=task.ignore_prefix_size,
-        )
-        sums["ctc_loss"] = ctc
-        sums["loss"] = sums["loss"] + task.ctc_weight * ctc
-    return sums
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 WER here is a quick training signal (word edit distance on detokenised text, no normalisation);
 for speech translation the signal is corpus BLEU (sacrebleu, 13a), as fairseq's
 `--eval-bleu`. eval.py scores test sets with jiwer/sacrebleu. Decoding uses
-generation.make_generate_fn, one compile per bucket shape. When targets start with a language
-tag (multilingual ST), each utterance's own tag is forced as the first generated token, as
-fairseq's `--prefix-size 1` does, so the score measures translation, not language guessing.
+decoding.search.make_generate_fn, one compile per bucket shape. When targets start with a
+language tag (multilingual ST), each utterance's own tag is forced as the first generated token,
+as fairseq's `--prefix-size 1` does, so the score measures translation, not language guessing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import sacrebleu
 from tqdm import tqdm
 
-from s2t_jax.training import sharding
+from s2t_jax.parallel.hosts import process_sum
 from s2t_jax.training.train_state import DEVICE_KEYS
 
 
@@ -110,7 +110,7 @@ def evaluate(
     local = {"errors": errors, "words": words}
     if metric == "bleu":
         local.update(bleu_stats(refs, hyps))
-    counts = sharding.process_sum(local)
+    counts = process_sum(local)
     if counts["words"] and metric == "wer":
         out["wer"] = 100.0 * counts["errors"] / counts["words"]
         out["wer_words"] = counts["words"]

@@ -15,7 +15,11 @@ import sentencepiece as spm
 import soundfile
 import yaml
 
+from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.prep import demo_corpus as dc
+from s2t_jax.data.prep import espeak
+from s2t_jax.data.prep.sentences import make_sentences
+from s2t_jax.frontend.fbank import num_frames
 
 SMALL = dict(num_train=20, num_dev=5, num_test=5, seed=0, vocab_size=64)
 HEADER = ["id", "audio", "n_frames", "tgt_text", "speaker"]
@@ -43,14 +47,14 @@ def corpus_again(tmp_path_factory):
 
 def test_espeak_is_installed():
     # No skip: the README's install step provides espeakng-loader, so its absence is a failure.
-    assert dc.espeak_backend() in ("library", "binary")
+    assert espeak.espeak_backend() in ("library", "binary")
 
 
 def test_missing_espeak_raises_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # makes the import fail
-    monkeypatch.setattr(dc.shutil, "which", lambda _: None)
-    with pytest.raises(dc.EspeakUnavailable, match="pip install espeakng-loader"):
-        dc.synthesize("hello there")
+    monkeypatch.setattr(espeak.shutil, "which", lambda _: None)
+    with pytest.raises(espeak.EspeakUnavailable, match="pip install espeakng-loader"):
+        espeak.synthesize("hello there")
 
 
 def test_output_layout(corpus):
@@ -97,9 +101,7 @@ def test_audio_is_16k_mono_speech_with_correct_n_frames(corpus):
             info = soundfile.info(corpus / r["audio"])
             assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
             wave, _ = soundfile.read(corpus / r["audio"], dtype="float32")
-            assert (
-                int(r["n_frames"]) == 1 + (len(wave) - 400) // 160 == dc.n_fbank_frames(len(wave))
-            )
+            assert int(r["n_frames"]) == 1 + (len(wave) - 400) // 160 == num_frames(len(wave))
             seconds, words = len(wave) / 16000, len(r["tgt_text"].split())
             assert 0.2 * words < seconds < 0.6 * words + 1.0, (seconds, r)  # 130-190 wpm + pads
             assert np.sqrt(np.mean(wave**2)) > 10 ** (-40 / 20)  # far above the noise floor
@@ -117,15 +119,15 @@ def test_same_seed_gives_identical_bytes(corpus, corpus_again):
 
 
 def test_other_seed_gives_other_sentences():
-    a, b = dc.make_sentences(50, 0), dc.make_sentences(50, 1)
-    assert a == dc.make_sentences(50, 0) and a != b and len(set(a)) == 50
+    a, b = make_sentences(50, 0), make_sentences(50, 1)
+    assert a == make_sentences(50, 0) and a != b and len(set(a)) == 50
 
 
 def test_grammar_exhaustion_is_an_error():
     grammar = {"templates": ["the {noun} slept here"], "noun": ["cat", "dog"]}
-    assert sorted(dc.make_sentences(2, 0, grammar)) == ["the cat slept here", "the dog slept here"]
+    assert sorted(make_sentences(2, 0, grammar)) == ["the cat slept here", "the dog slept here"]
     with pytest.raises(ValueError, match="distinct sentences"):
-        dc.make_sentences(3, 0, grammar)
+        make_sentences(3, 0, grammar)
 
 
 def test_sentencepiece_model_and_fairseq_dict(corpus):
@@ -140,21 +142,26 @@ def test_sentencepiece_model_and_fairseq_dict(corpus):
 
 
 def test_fairseq_data_config(corpus):
-    config = yaml.safe_load((corpus / "config.yaml").read_text())
-    assert config == {
-        "bpe_tokenizer": {"bpe": "sentencepiece", "sentencepiece_model": "spm_unigram64.model"},
-        "vocab_filename": "spm_unigram64.txt",
-        "input_feat_per_channel": 80,
-        "input_channels": 1,
-        "specaugment": {
-            "freq_mask_F": 27,
-            "freq_mask_N": 1,
-            "time_mask_N": 1,
-            "time_mask_T": 100,
-            "time_mask_p": 1.0,
-            "time_wrap_W": 0,
-        },
-        "transforms": {"*": ["utterance_cmvn"], "_train": ["utterance_cmvn", "specaugment"]},
+    """config.yaml reads, through the loader's own DataConfig, as the demo recipe means it."""
+    data = DataConfig.load(corpus)
+    assert data.spm_path == str(corpus / "spm_unigram64.model")
+    assert data.vocab_path == str(corpus / "spm_unigram64.txt")
+    assert (data.input_feat_per_channel, data.input_channels) == (80, 1)
+    utterance = {"kind": "utterance", "norm_means": True, "norm_vars": True}
+    for split, is_train in (("train", True), ("dev", False), ("test", False)):
+        assert data.cmvn(split, is_train) == [utterance]
+    assert data.specaugment("dev", is_train=False) is None
+    policy = data.specaugment("train", is_train=True)
+    assert (policy.freq_mask_n, policy.freq_mask_f) == (1, 27)
+    assert (policy.time_mask_n, policy.time_mask_t, policy.time_mask_p) == (1, 100, 1.0)
+    assert policy.time_warp_w == 0
+    assert set(yaml.safe_load((corpus / "config.yaml").read_text())) == {
+        "bpe_tokenizer",
+        "vocab_filename",
+        "input_feat_per_channel",
+        "input_channels",
+        "specaugment",
+        "transforms",
     }
 
 
@@ -175,28 +182,28 @@ def test_changed_parameters_regenerate(tmp_path):
 
 def test_voices_and_rates_change_the_audio():
     text = "the quick brown fox jumps over the lazy dog"
-    base, rate = dc.synthesize(text, "en-us", 160, 50)
+    base, rate = espeak.synthesize(text, "en-us", 160, 50)
     assert rate == 22050 and base.dtype == np.int16 and np.abs(base).max() > 1000
-    assert np.array_equal(base, dc.synthesize(text, "en-us", 160, 50)[0])
+    assert np.array_equal(base, espeak.synthesize(text, "en-us", 160, 50)[0])
     for voice in ("en", "en-us+f3", "en-gb-scotland+m3"):
-        other = dc.synthesize(text, voice, 160, 50)[0]
+        other = espeak.synthesize(text, voice, 160, 50)[0]
         assert len(other) != len(base) or not np.array_equal(other, base), voice
-    fast, slow = dc.synthesize(text, "en-us", 190)[0], dc.synthesize(text, "en-us", 130)[0]
+    fast, slow = espeak.synthesize(text, "en-us", 190)[0], espeak.synthesize(text, "en-us", 130)[0]
     assert 1.2 < len(slow) / len(fast) < 1.7  # roughly 190 / 130
-    high = dc.synthesize(text, "en-us", 160, 70)[0]
+    high = espeak.synthesize(text, "en-us", 160, 70)[0]
     assert not np.array_equal(high[: len(base)], base[: len(high)])
 
 
 def test_every_voice_exists():
     for voice in dc.VOICES:
-        wave, _ = dc.synthesize("hello", voice)
+        wave, _ = espeak.synthesize("hello", voice)
         assert np.abs(wave).max() > 1000, voice
 
 
 def test_unknown_voice_is_an_error():
     with pytest.raises(ValueError, match="no voice"):
-        dc.synthesize("hello", "xx-nonexistent")
+        espeak.synthesize("hello", "xx-nonexistent")
 
 
-def test_n_fbank_frames():
-    assert [dc.n_fbank_frames(n) for n in (400, 559, 560, 16000)] == [1, 1, 2, 98]
+def test_num_frames_as_the_manifests_count():
+    assert [num_frames(n) for n in (400, 559, 560, 16000)] == [1, 1, 2, 98]

@@ -7,11 +7,11 @@ import pytest
 import sentencepiece
 import soundfile
 
-from s2t_jax.data import pipeline
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.manifest import load_features_or_waveform, read_manifest
 from s2t_jax.data.prep.librispeech import prepare
-from s2t_jax.frontend.features import kaldi_fbank
+from s2t_jax.frontend.fbank import kaldi_fbank
+from tests.data.helpers import first_batch
 
 WORDS = "the cat sat on a mat while dogs ran far away from home".split()
 
@@ -66,17 +66,7 @@ def test_prepare_writes_fairseq_layout(tmp_path, features, vocab_type):
     assert enc.decode(enc.encode(text)) == text
     assert data.specaugment("train-clean-100", True).freq_mask_n == 2  # policy "ld"
     # and the loader reads it
-    split = pipeline.load_split(data, "dev-clean", enc, 3000, 1024)
-    loader = pipeline.make_loader(
-        data,
-        split,
-        "dev-clean",
-        is_train=False,
-        frame_buckets=(128,),
-        max_tokens=512,
-        seed=0,
-        num_shards=1,
+    batch = first_batch(
+        data, "dev-clean", 3000, 1024, frame_buckets=(128,), max_tokens=512, num_shards=1
     )
-    batch = next(loader)
-    loader.close()
     assert batch["features"].shape == (4, 128, 80) and batch["bad"].sum() == 0

@@ -88,7 +88,7 @@ def speech_features(feat: int, seconds=AUDIO_SECONDS, seed: int = 0):
     are missing (a CI without ../shared and without tests/assets).
     """
     try:
-        from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+        from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
     except ImportError:
         Speech2TextFeatureExtractor = None
     if Speech2TextFeatureExtractor is not None and recording() is not None:

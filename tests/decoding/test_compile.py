@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from s2t_jax import Speech2TextForConditionalGeneration
-from s2t_jax.decoding import generation
+from s2t_jax.decoding import search, settings
 from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, bucket_for, pad_to_bucket
 from tests.decoding.conftest import save_varied_model, speech_features
 
@@ -44,18 +44,18 @@ def test_same_bucket_does_not_recompile(varied):
     _, ours, _ = varied("wide_untied")
     x, mask = speech_features(ours.config.input_feat_per_channel, seconds=(1.2, 0.9, 0.7))
     assert x.shape[1] <= 128
-    static = generation.resolve_settings(ours, num_beams=3, max_length=12).static()
-    before = generation.TRACE_COUNTS[static]
+    static = settings.resolve_settings(ours, num_beams=3, max_length=12).static()
+    before = search.TRACE_COUNTS[static]
     kw = dict(num_beams=3, max_length=12, buckets=(64, 128, 256))
     first = ours.generate(x, mask, **kw)
-    assert generation.TRACE_COUNTS[static] == before + 1
+    assert search.TRACE_COUNTS[static] == before + 1
     second = ours.generate(x[:, :100], mask[:, :100], **kw)  # another length, same bucket
     ours.generate(x, mask, length_penalty=0.3, min_length=5, early_stopping=True, **kw)
     ours.generate(x, mask, num_return_sequences=2, early_stopping="never", **kw)
-    assert generation.TRACE_COUNTS[static] == before + 1
+    assert search.TRACE_COUNTS[static] == before + 1
     assert first.shape[0] == second.shape[0] == 3
     ours.generate(np.pad(x, ((0, 0), (0, 90), (0, 0))), np.pad(mask, ((0, 0), (0, 90))), **kw)
-    assert generation.TRACE_COUNTS[static] == before + 2  # the next bucket: one more
+    assert search.TRACE_COUNTS[static] == before + 2  # the next bucket: one more
 
 
 def test_bucket_padding_is_invisible_with_zero_padded_frames(tmp_path):
@@ -85,7 +85,7 @@ def test_make_generate_fn_with_a_params_pytree(varied):
     """The pure API the training loop uses: params in, fixed-shape ids and scores out."""
     _, ours, _ = varied("wide_untied")
     x, mask = speech_features(ours.config.input_feat_per_channel)
-    fn = generation.make_generate_fn(
+    fn = search.make_generate_fn(
         ours.config, num_beams=4, max_length=30, num_return_sequences=2, length_penalty=0.7
     )
     ids, scores = fn(ours.params, x, mask)
@@ -116,7 +116,7 @@ def test_persistent_compilation_cache(tmp_path, varied):
         f"""
         import numpy as np
         from s2t_jax import Speech2TextForConditionalGeneration
-        from s2t_jax.decoding.generation import enable_compilation_cache
+        from s2t_jax.decoding.compilation_cache import enable_compilation_cache
         enable_compilation_cache({str(tmp_path / "cache")!r})
         model = Speech2TextForConditionalGeneration.from_pretrained({str(model_dir)!r})
         x = np.zeros((1, 64, model.config.input_feat_per_channel), np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from s2t_jax import Speech2TextForConditionalGeneration
-from s2t_jax.decoding.generation import resolve_settings
+from s2t_jax.decoding.settings import resolve_settings
 from tests.decoding.conftest import hf_generate, save_varied_model, speech_features
 
 

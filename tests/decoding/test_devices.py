@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from s2t_jax.decoding import generation
+from s2t_jax.decoding import groups, placement, search, settings
 from tests.decoding.conftest import hf_generate, speech_features
 
 BUCKETS = (64, 128, 192, 256)
@@ -22,7 +22,7 @@ SECONDS = (2.5, 0.5, 0.6, 1.9, 0.4, 1.2, 2.4)
 
 
 def _split_meshes():
-    return {key[3].size for key in generation._SEARCHES if key[3] is not None}
+    return {key[3].size for key in search.COMPILED_SEARCHES if key[3] is not None}
 
 
 @pytest.mark.parametrize(
@@ -57,9 +57,9 @@ def test_split_search_groups_give_the_same_ids(varied, monkeypatch):
     _, ours, _ = varied("conv3_gelu_untied")
     seconds = SECONDS * 2 + (0.7, 1.1)
     x, mask = speech_features(ours.config.input_feat_per_channel, seconds=seconds)
-    monkeypatch.setattr(generation, "SEARCH_GROUP_OVERHEAD", 64)
-    monkeypatch.setattr(generation, "MIN_SEARCH_GROUP_ROWS", 4)
-    assert generation._search_groups(mask.sum(1), 256, BUCKETS, ours.config) is not None
+    monkeypatch.setattr(groups, "SEARCH_GROUP_OVERHEAD", 64)
+    monkeypatch.setattr(groups, "MIN_SEARCH_GROUP_ROWS", 4)
+    assert groups.search_groups(mask.sum(1), 256, BUCKETS, ours.config) is not None
     kw = dict(num_beams=3, max_length=25, buckets=BUCKETS, return_scores=True)
     ids, scores = ours.generate(x, mask, devices=4, **kw)
     one_ids, one_scores = ours.generate(x, mask, devices=1, **kw)
@@ -71,28 +71,28 @@ def test_split_search_compiles_once_per_shape(varied):
     _, ours, _ = varied("wide_untied")
     x, mask = speech_features(ours.config.input_feat_per_channel, seconds=SECONDS[:4])
     kw = dict(num_beams=2, max_length=12, buckets=BUCKETS, group_by_length=False, devices=2)
-    static = generation.resolve_settings(ours, num_beams=2, max_length=12).static()
+    static = settings.resolve_settings(ours, num_beams=2, max_length=12).static()
     ours.generate(x, mask, **kw)
-    traces = generation.TRACE_COUNTS[static]
+    traces = search.TRACE_COUNTS[static]
     shorter = mask.copy()
     shorter[:, -7:] = 0
     ours.generate(x[:, :-3], shorter[:, :-3], **kw)  # the same bucket
-    assert generation.TRACE_COUNTS[static] == traces
+    assert search.TRACE_COUNTS[static] == traces
 
 
 def test_generation_mesh_choice():
     local = jax.local_devices()
     assert len(local) == 8  # tests/conftest.py
-    assert generation.generation_mesh(1, rows=5) is None
-    assert generation.generation_mesh(None, rows=1) is None
-    assert generation.generation_mesh(None, rows=3).size == 3  # no device without a real row
-    assert generation.generation_mesh(None, rows=64).size == 8
-    assert list(generation.generation_mesh(4, rows=64).devices.flat) == local[:4]
-    assert list(generation.generation_mesh(local[2:4], rows=64).devices.flat) == local[2:4]
+    assert placement.generation_mesh(1, rows=5) is None
+    assert placement.generation_mesh(None, rows=1) is None
+    assert placement.generation_mesh(None, rows=3).size == 3  # no device without a real row
+    assert placement.generation_mesh(None, rows=64).size == 8
+    assert list(placement.generation_mesh(4, rows=64).devices.flat) == local[:4]
+    assert list(placement.generation_mesh(local[2:4], rows=64).devices.flat) == local[2:4]
     with pytest.raises(ValueError, match="9.*8 local devices"):
-        generation.generation_mesh(9, rows=64)
+        placement.generation_mesh(9, rows=64)
     with pytest.raises(ValueError, match="empty"):
-        generation.generation_mesh([], rows=64)
+        placement.generation_mesh([], rows=64)
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
@@ -150,8 +150,8 @@ def test_make_generate_fn_split_over_a_mesh(varied, num_beams):
     langs = [ours.config.vocab_size - 3, ours.config.vocab_size - 4]
     per_row = np.asarray([langs[i % 2] for i in range(len(x))], np.int32)
     kw = dict(num_beams=num_beams, max_length=20)
-    one = generation.make_generate_fn(ours.config, **kw)
-    split = generation.make_generate_fn(ours.config, mesh=mesh, **kw)
+    one = search.make_generate_fn(ours.config, **kw)
+    split = search.make_generate_fn(ours.config, mesh=mesh, **kw)
     xs, ms = jax.device_put(x, rows), jax.device_put(mask, rows)
     for bos in (None, per_row):
         ref, _ = one(ours.params, x, mask, forced_bos_token_ids=bos)
@@ -165,17 +165,17 @@ def test_params_are_copied_once_per_device(varied):
     """Meshes of 3 and 8 devices share the copies on their common devices; new params are
     copied again."""
     _, ours, _ = varied("wide_untied")
-    small = generation.generation_mesh(None, rows=3)
-    large = generation.generation_mesh(None, rows=8)
+    small = placement.generation_mesh(None, rows=3)
+    large = placement.generation_mesh(None, rows=8)
 
     def buffers(params):
         leaf = jax.tree.leaves(params)[0]
         return {s.device: s.data.unsafe_buffer_pointer() for s in leaf.addressable_shards}
 
-    a, b = buffers(generation._replicated(ours.params, small)), None
-    b = buffers(generation._replicated(ours.params, large))
+    a, b = buffers(placement.replicated(ours.params, small)), None
+    b = buffers(placement.replicated(ours.params, large))
     assert len(a) == 3 and len(b) == 8
     assert all(b[device] == pointer for device, pointer in a.items())
-    assert generation._replicated(ours.params, large) is generation._replicated(ours.params, large)
+    assert placement.replicated(ours.params, large) is placement.replicated(ours.params, large)
     other = jax.tree.map(lambda x: x + 0, ours.params)
-    assert buffers(generation._replicated(other, large))[jax.devices()[5]] != b[jax.devices()[5]]
+    assert buffers(placement.replicated(other, large))[jax.devices()[5]] != b[jax.devices()[5]]

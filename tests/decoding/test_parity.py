@@ -136,7 +136,7 @@ def test_return_dict(varied):
 def test_forced_bos_per_utterance(varied, num_beams):
     """A [batch] array of forced first tokens (validation of multilingual ST forces each
     utterance's own language tag): row i matches transformers run with that row's token."""
-    from s2t_jax.decoding.generation import make_generate_fn
+    from s2t_jax.decoding.search import make_generate_fn
 
     hf, ours, _ = varied("wide_untied")
     x, mask = speech_features(ours.config.input_feat_per_channel)

@@ -11,9 +11,11 @@ from transformers.generation.logits_process import (
     NoRepeatNGramLogitsProcessor,
 )
 
-from s2t_jax.decoding import generation
 from s2t_jax.decoding.beam_search import beam_search, length_penalty_table
-from s2t_jax.decoding.generation import GenerationSettings, make_logits_processor, search_options
+from s2t_jax.decoding.greedy import greedy_search
+from s2t_jax.decoding.processors import ban_repeated_ngrams, make_logits_processor, search_options
+from s2t_jax.decoding.settings import GenerationSettings
+from s2t_jax.models.kv_cache import reorder_self_cache
 from s2t_jax.models.model import Speech2Text
 from tests.decoding.conftest import speech_features
 
@@ -27,7 +29,7 @@ def test_ngram_ban_matches_transformers(n, cur_len):
     seqs[:, cur_len:] = 1  # fill past the valid tokens must be ignored
     scores = rng.standard_normal((5, vocab)).astype(np.float32)
     ref = NoRepeatNGramLogitsProcessor(n)(torch.tensor(seqs[:, :cur_len]), torch.tensor(scores))
-    ours = generation.ban_repeated_ngrams(jnp.asarray(scores), jnp.asarray(seqs), cur_len, n)
+    ours = ban_repeated_ngrams(jnp.asarray(scores), jnp.asarray(seqs), cur_len, n)
     np.testing.assert_array_equal(np.asarray(ours), ref.numpy())
     if cur_len >= n + 2:
         assert np.isinf(ref.numpy()).any()  # not vacuous
@@ -108,13 +110,18 @@ def _search_with(model, x, mask, num_beams, max_length, beam=True):
     )
     variables = {"params": model.params}
     enc, enc_mask = module.apply(variables, x, mask, method=Speech2Text.encode)
-    cache = module.apply(variables, enc, enc_mask, max_length, method=Speech2Text.init_cache)
+    beams = num_beams if beam else 1
+    cache = module.apply(
+        variables, enc, enc_mask, beams, max_length - 1, method=Speech2Text.init_cache
+    )
 
     def step(tokens, index, cache):
-        return module.apply(variables, tokens, index, cache, method=Speech2Text.decode_step)
+        return module.apply(
+            variables, tokens, index, cache, max_length, method=Speech2Text.decode_step
+        )
 
     if not beam:
-        return generation.greedy_search(
+        return greedy_search(
             step,
             cache,
             x.shape[0],
@@ -133,34 +140,8 @@ def _search_with(model, x, mask, num_beams, max_length, beam=True):
         eos_token_id=settings.eos_token_id,
         pad_token_id=settings.pad_token_id,
         early_stopping=True,
+        reorder_cache=reorder_self_cache,
     )
-
-
-def test_search_step_matches_the_model_decode_step(varied, beams=3):
-    """The searches' own cached step (per-item cross K/V, head-major cache, growing length)
-    against the model's decode_step, on random token histories."""
-    _, ours, _ = varied("conv3_gelu_untied")
-    module, variables = Speech2Text(ours.config), {"params": ours.params}
-    x, mask = speech_features(ours.config.input_feat_per_channel, seconds=(1.1, 0.7))
-    enc, enc_mask = module.apply(variables, x, mask, method=Speech2Text.encode)
-    rows = np.repeat(np.arange(2), beams)  # beams of an item are adjacent rows
-    ref_cache = module.apply(
-        variables, enc[rows], enc_mask[rows], 12, method=Speech2Text.init_cache
-    )
-    cache = module.apply(variables, enc, enc_mask, beams, 4, method=generation._init_search_cache)
-    ref_step = jax.jit(
-        lambda t, i, c: module.apply(variables, t, i, c, method=Speech2Text.decode_step)
-    )
-    step = jax.jit(
-        lambda t, i, c: module.apply(variables, t, i, c, beams, 12, method=generation._search_step)
-    )
-    tokens = np.random.default_rng(0).integers(0, ours.config.vocab_size, (12, 2 * beams))
-    for index in range(10):
-        if index == 4:
-            cache = generation.grow_self_cache(cache, 11)
-        ref, ref_cache = ref_step(tokens[index], index, ref_cache)
-        out, cache = step(tokens[index], index, cache)
-        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=2e-5, rtol=1e-5)
 
 
 def test_beam_width_one_equals_greedy(varied):

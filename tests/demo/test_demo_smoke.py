@@ -32,7 +32,7 @@ def demo(tmp_path_factory):
     corpus, work, model = root / "corpus", root / "train", root / "model"
     _run(
         "-m",
-        "s2t_jax.data.prep.demo_corpus",
+        "s2t_jax.data.demo_corpus",
         "--out",
         str(corpus),
         "--num_train",
@@ -54,7 +54,7 @@ def demo(tmp_path_factory):
         str(work),
         f"--config.data.root={corpus}",
     )
-    _run("-m", "s2t_jax.training.plot_metrics", str(work))
+    _run("-m", "s2t_jax.plot_metrics", str(work))
     _run("convert_checkpoint.py", "--src", str(work), "--dst", str(model))
     return corpus, work, model, root
 
@@ -104,7 +104,7 @@ def test_transcribe_demo_file_and_real_recording(demo):
     first = (corpus / "test.tsv").read_text().splitlines()[1].split("\t")[1]
     stdout = _run(
         "-m",
-        "s2t_jax.decoding.transcribe",
+        "s2t_jax.transcribe",
         "--model",
         str(model),
         "--max_length",

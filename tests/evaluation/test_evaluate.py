@@ -25,11 +25,16 @@ import sacrebleu
 import soundfile
 import torch
 
+from s2t_jax.checkpoints.loading import LoadedCheckpoint, load_checkpoint
 from s2t_jax.data.prep.demo_corpus import train_spm
 from s2t_jax.decoding.buckets import bucket_for
+from s2t_jax.decoding.sharded import ShardedGenerator
 from s2t_jax.evaluation import evaluate as ev
+from s2t_jax.evaluation import outputs
 from s2t_jax.evaluation.metrics import TextNormalizer
+from s2t_jax.evaluation.sources import choose_frontend
 from tests.hf_models import make_hf_model
+from tests.processes import run_together
 
 ROOT = Path(__file__).resolve().parents[2]
 SR = 16000
@@ -147,12 +152,12 @@ def reference_run(corpus, checkpoint, tmp_path_factory):
 
 
 def _rows(out):
-    with open(os.path.join(out, ev.HYPOTHESES_FILE), newline="", encoding="utf-8") as f:
+    with open(os.path.join(out, outputs.HYPOTHESES_FILE), newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def _results(out):
-    with open(os.path.join(out, ev.RESULTS_FILE)) as f:
+    with open(os.path.join(out, outputs.RESULTS_FILE)) as f:
         return json.load(f)
 
 
@@ -167,7 +172,7 @@ def test_files_and_metrics(corpus, reference_run):
     rows = _rows(out)
     good = [r[0] for r in corpus["rows"] if r[0] not in ("corrupt", "missing")]
     assert [r["id"] for r in rows] == good  # manifest order, each utterance once
-    assert tuple(rows[0]) == ev.HYP_COLUMNS
+    assert tuple(rows[0]) == outputs.HYP_COLUMNS
     assert results["utterances"] == {
         "manifest": NUM_GOOD + 2,
         "scored": NUM_GOOD,
@@ -239,12 +244,12 @@ def test_resume_decodes_only_missing(corpus, checkpoint, reference_run, tmp_path
     ref_results, ref_out = reference_run
     out = tmp_path / "resume"
     shutil.copytree(ref_out, out)
-    hyp_path = out / ev.HYPOTHESES_FILE
+    hyp_path = out / outputs.HYPOTHESES_FILE
     lines = hyp_path.read_text().splitlines(keepends=True)
     kept = lines[:6]  # header + 5 rows
     torn = lines[6][: len(lines[6]) // 2]  # an interrupted write: half a line, no newline
     hyp_path.write_text("".join(kept) + torn)
-    (out / ev.RESULTS_FILE).unlink()
+    (out / outputs.RESULTS_FILE).unlink()
 
     results = ev.evaluate(checkpoint, corpus["manifest"], str(out), num_devices=1, **RUN)
     assert results["utterances"]["decoded_this_run"] == NUM_GOOD - 5
@@ -294,7 +299,7 @@ def test_processor_files_win_over_the_data_config(corpus, checkpoint, reference_
     utterance CMVN here, so the hypotheses are the data-config run's)."""
     import sentencepiece as spm
 
-    from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+    from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 
     model_dir = tmp_path / "model_with_processor"
     shutil.copytree(checkpoint, model_dir)
@@ -314,25 +319,24 @@ def test_training_workdir(corpus, checkpoint, tmp_path):
     """A training workdir (or one of its checkpoints/<step>) loads its model params, and the
     data config its train_config.json names supplies tokenizer and CMVN."""
     from s2t_jax import Speech2TextForConditionalGeneration
-    from s2t_jax.checkpoints import orbax_io
+    from s2t_jax.checkpoints import workdir as layout
+    from s2t_jax.checkpoints.orbax_io import TrainCheckpointer
 
     model = Speech2TextForConditionalGeneration.from_pretrained(checkpoint)
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / orbax_io.MODEL_CONFIG_FILE).write_text(json.dumps(model.config.to_dict()))
+    (workdir / layout.MODEL_CONFIG_FILE).write_text(json.dumps(model.config.to_dict()))
     data = {"root": str(corpus["root"]), "config_yaml": "config.yaml"}
-    (workdir / "train_config.json").write_text(json.dumps({"data": data}))
-    ckpt = orbax_io.TrainCheckpointer(
-        str(workdir / orbax_io.CHECKPOINT_DIR), keep_best=0, async_save=False
-    )
+    (workdir / layout.TRAIN_CONFIG_FILE).write_text(json.dumps({"data": data}))
+    ckpt = TrainCheckpointer(str(workdir / layout.CHECKPOINT_DIR), keep_best=0, async_save=False)
     params = jax.tree.map(np.asarray, model.params)
     ckpt.save(7, {"step": np.int32(7), "params": {"model": params}}, {"seed": 1})
     ckpt.close()
-    for path in (workdir, workdir / orbax_io.CHECKPOINT_DIR / "7"):
-        loaded = ev.load_checkpoint(str(path))
+    for path in (workdir, workdir / layout.CHECKPOINT_DIR / "7"):
+        loaded = load_checkpoint(str(path))
         assert (loaded.kind, loaded.step, loaded.workdir) == ("training", 7, str(workdir))
         jax.tree.map(np.testing.assert_array_equal, loaded.model.params, params)
-    frontend = ev.choose_frontend(loaded, str(tmp_path / "elsewhere" / "test.tsv"))
+    frontend = choose_frontend(loaded, str(tmp_path / "elsewhere" / "test.tsv"))
     assert frontend.source.startswith(f"data config {corpus['root'] / 'config.yaml'}")
     assert frontend.audio_root == str(tmp_path / "elsewhere")
 
@@ -353,6 +357,7 @@ def _eval_cli(corpus, checkpoint, out, compilation_cache, *extra) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # two processes
 def test_cli_two_processes(corpus, checkpoint, reference_run, tmp_path, compilation_cache):
     """eval.py as 2 processes x 2 CPU devices (jax.distributed over gloo): each process loads
     its rows, process 0 writes the same hypotheses and metrics as the one-device run (whose
@@ -367,20 +372,11 @@ def test_cli_two_processes(corpus, checkpoint, reference_run, tmp_path, compilat
         JAX_NUM_PROCESSES="2",
     )
     args = _eval_cli(corpus, checkpoint, out, compilation_cache, "--batch_size=8")
-    procs = [
-        subprocess.Popen(
-            args,
-            env=dict(env, JAX_PROCESS_ID=str(i)),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    logs = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
-    assert "WER " in logs[0] and str(out / ev.RESULTS_FILE) in logs[0]
+    envs = [dict(env, JAX_PROCESS_ID=str(i)) for i in range(2)]
+    results = run_together([args, args], envs, tmp_path, timeout=240)
+    logs = [out for _, out in results]
+    assert [rc for rc, _ in results] == [0, 0], "\n".join(logs)
+    assert "WER " in logs[0] and str(out / outputs.RESULTS_FILE) in logs[0]
     results = _results(out)
     assert results["devices"] == {"count": 4, "processes": 2, "kind": "cpu"}
     assert results["metrics"] == ref_results["metrics"]
@@ -405,11 +401,11 @@ def _free_port() -> int:
 def test_generator_ids_equal_model_generate(corpus, checkpoint, num_devices):
     """The sharded decoder's ids are model.generate's for the same padded inputs."""
     from s2t_jax import Speech2TextForConditionalGeneration
-    from s2t_jax.decoding.generation import resolve_settings
+    from s2t_jax.decoding.settings import resolve_settings
 
     model = Speech2TextForConditionalGeneration.from_pretrained(checkpoint)
-    loaded = ev.LoadedCheckpoint(model, "model_dir")
-    frontend = ev.choose_frontend(loaded, corpus["manifest"])
+    loaded = LoadedCheckpoint(model, "model_dir")
+    frontend = choose_frontend(loaded, corpus["manifest"])
     feats = [frontend.load(f"audio/u{i}.wav")[0] for i in range(8)]
     frames = bucket_for(max(len(x) for x in feats), BUCKETS)
     x = np.zeros((8, frames, 80), np.float32)
@@ -417,34 +413,11 @@ def test_generator_ids_equal_model_generate(corpus, checkpoint, num_devices):
     for i, f in enumerate(feats):
         x[i, : len(f)], mask[i, : len(f)] = f, 1
     settings = resolve_settings(model, max_length=MAX_LENGTH)
-    ids = ev.ShardedGenerator(model, settings, num_devices)(x, mask)
+    ids = ShardedGenerator(model, settings, num_devices)(x, mask)
     expected = model.generate(x, mask, max_length=MAX_LENGTH, buckets=None)
     assert ids.shape == (8, MAX_LENGTH)
     np.testing.assert_array_equal(ids[:, : expected.shape[1]], expected)
     assert np.all(ids[:, expected.shape[1] :] == model.config.pad_token_id)
-
-
-def test_read_hypotheses_cuts_a_torn_line(tmp_path):
-    path = tmp_path / ev.HYPOTHESES_FILE
-    writer = ev.HypothesisWriter(str(path))
-    writer.append([{"id": "a", "reference": "x\ty", "hypothesis": "z", "seconds": "1.0"}])
-    writer.close()
-    with open(path, "a") as f:
-        f.write("b\tpartial")
-    rows = ev.read_hypotheses(str(path), repair=True)
-    assert [r["id"] for r in rows] == ["a"] and rows[0]["reference"] == "x y"
-    assert path.read_text().endswith("1.0\n")
-
-
-def test_plan_batches_pads_and_groups():
-    items = [ev.Item(str(i), "", n, "") for i, n in enumerate([5, 50, 20, 40, 10])]
-    forced = {0: None, 1: 7, 2: None, 3: 7, 4: None}
-    batches = ev.plan_batches(items, [0, 1, 2, 3, 4], forced, batch_size=2)
-    assert sorted(i for _, b in batches for i in b if i >= 0) == [0, 1, 2, 3, 4]
-    assert all(len(b) == 2 for _, b in batches)
-    assert all(len({forced[i] for i in b if i >= 0}) == 1 for _, b in batches)
-    assert [b for bos, b in batches if bos == 7] == [[1, 3]]  # longest first
-    assert [b for bos, b in batches if bos is None] == [[2, 4], [0, -1]]
 
 
 def test_cli_cpu_devices(corpus, checkpoint, reference_run, tmp_path, compilation_cache):

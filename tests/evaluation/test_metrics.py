@@ -4,7 +4,14 @@ import jiwer
 import pytest
 import sacrebleu
 
-from s2t_jax.evaluation.metrics import TextNormalizer, bleu, chrf, utterance_errors, word_error_rate
+from s2t_jax.evaluation.metrics import (
+    TextNormalizer,
+    bleu,
+    chrf,
+    score,
+    utterance_errors,
+    word_error_rate,
+)
 
 REFS = ["the cat sat on the mat", "a b c d", "hello world", "one two three four five"]
 HYPS = ["the cat sat on a mat", "a x c", "hello world again", "one two three four five"]
@@ -44,3 +51,9 @@ def test_bleu_and_chrf_match_sacrebleu():
     char = bleu(refs, hyps, char_level=True)
     assert char == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score)
     assert char > bleu(refs, hyps)
+
+
+def test_score_without_references_and_with_an_infinite_wer():
+    assert score([], [], TextNormalizer()) == {}
+    out = score([""], ["extra words"], TextNormalizer())
+    assert out["wer"] is None and out["insertions"] == 2

@@ -125,3 +125,30 @@ def quiet_transformers():
 
     transformers.logging.set_verbosity_error()
     return transformers
+
+
+@pytest.fixture(scope="module")
+def ref(quiet_transformers):
+    """transformers' extractor, utterance CMVN on."""
+    return quiet_transformers.Speech2TextFeatureExtractor()
+
+
+@pytest.fixture(scope="module")
+def ref_raw(quiet_transformers):
+    """transformers' extractor without CMVN: its raw log-mel."""
+    return quiet_transformers.Speech2TextFeatureExtractor(do_ceptral_normalize=False)
+
+
+@pytest.fixture(scope="module")
+def mixed_batch(speech_waves):
+    """Five utterances of different lengths: real speech, noise and a chirp."""
+    from tests.frontend.signals import SR, synthetic
+
+    synth = synthetic()
+    return [
+        speech_waves["tts"],
+        synth["white_noise"][:12345],
+        speech_waves["libri"],
+        synth["chirp"],
+        speech_waves["jfk"][: 3 * SR],
+    ]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from s2t_jax.frontend.audio import load_audio
-from s2t_jax.frontend.features import Speech2TextFeatureExtractor
+from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 from s2t_jax.frontend.processor import Speech2TextProcessor
 from s2t_jax.frontend.tokenizer import Speech2TextTokenizer
 

@@ -6,7 +6,7 @@ import transformers
 from flax import traverse_util
 
 from s2t_jax import Speech2TextConfig
-from s2t_jax.checkpoints.convert import _ours_to_hf_name
+from s2t_jax.checkpoints.hf import _ours_to_hf_name
 from s2t_jax.models.params import abstract_params, count_params
 
 

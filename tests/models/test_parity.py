@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from s2t_jax import Speech2TextForConditionalGeneration, Speech2TextModel
+from s2t_jax.models.kv_cache import grow_self_cache
 from s2t_jax.models.model import Speech2Text
 from tests.hf_models import SHAPES, random_features, save_hf_model
 
@@ -79,16 +80,29 @@ def test_decoder_attention_mask(pair):
     np.testing.assert_allclose(np.asarray(out.logits), ref.logits.numpy(), atol=TOL, rtol=0)
 
 
-def test_decode_step_reproduces_teacher_forcing(pair):
+@pytest.mark.parametrize("beams", [1, 3])
+def test_decode_step_reproduces_teacher_forcing(pair, beams):
+    """The one cached step, as the searches run it (beams of an item adjacent, each with its
+    own history; a cache that starts short and grows), against the teacher-forced logits."""
     _, ours, _ = pair
     x, mask, ids = _inputs(ours)
-    full = np.asarray(ours(x, mask, ids).logits)  # [batch, tgt, vocab]
+    batch, tgt = ids.shape
+    item = np.repeat(np.arange(batch), beams)  # [rows]: the item each row searches
+    history = ids[(item + np.tile(np.arange(beams), batch)) % batch]  # [rows, tgt]
+    full = np.asarray(ours(x[item], mask[item], history).logits)  # [rows, tgt, vocab]
     variables = {"params": ours.params}
     enc, enc_mask = ours.encode(x, mask)
-    cache = ours.module.apply(variables, enc, enc_mask, 12, method=Speech2Text.init_cache)
-    for t in range(ids.shape[1]):
+    cache = ours.module.apply(variables, enc, enc_mask, beams, 4, method=Speech2Text.init_cache)
+    for t in range(tgt):
+        if t == 4:
+            cache = grow_self_cache(cache, tgt)
         logits, cache = ours.module.apply(
-            variables, np.asarray(ids[:, t], np.int32), t, cache, method=Speech2Text.decode_step
+            variables,
+            np.asarray(history[:, t], np.int32),
+            t,
+            cache,
+            tgt + 1,
+            method=Speech2Text.decode_step,
         )
         np.testing.assert_allclose(np.asarray(logits), full[:, t], atol=1e-5, rtol=0)
 

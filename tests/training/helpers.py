@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from configs import debug
-from s2t_jax.training.train_state import Task, model_config_from
+from s2t_jax.training.task import Task, model_config_from
 
 
 def debug_config(**overrides):

@@ -7,7 +7,7 @@ import pytest
 
 from configs import common, covost, debug, librispeech, mustc
 from s2t_jax.models.params import abstract_params, count_params
-from s2t_jax.training.train_state import model_config_from
+from s2t_jax.training.task import model_config_from
 
 # Expected counts of transformers' released checkpoints (tied LibriSpeech, untied MuST-C).
 RELEASED = [

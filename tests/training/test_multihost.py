@@ -16,6 +16,7 @@ import pytest
 
 from s2t_jax.checkpoints import orbax_io
 from s2t_jax.training.metrics_writer import read_metrics
+from tests.processes import run_together
 from tests.training.synthetic import write_corpus
 
 pytestmark = pytest.mark.slow
@@ -128,6 +129,7 @@ pid = int(sys.argv[1])
 distributed.initialize(f"localhost:{sys.argv[2]}", 2, pid)
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
+from s2t_jax.parallel.hosts import process_sum
 from s2t_jax.parallel.mesh import make_mesh, process_rows
 from s2t_jax.training import sharding
 mesh = make_mesh({"data": 2, "fsdp": 2})
@@ -138,7 +140,7 @@ assert x.shape == (8, 3)
 for out in (NamedSharding(mesh, P()), NamedSharding(mesh, P("fsdp")), feed):
     y = jax.jit(lambda a: 2 * a, out_shardings=out)(x)
     np.testing.assert_array_equal(process_rows(y, feed), 2 * local)
-assert sharding.process_sum({"n": pid + 1, "m": 0.5}) == {"n": 3.0, "m": 1.0}
+assert process_sum({"n": pid + 1, "m": 0.5}) == {"n": 3.0, "m": 1.0}
 print("rows ok", pid)
 """
 
@@ -147,17 +149,7 @@ def test_each_process_gets_back_exactly_the_rows_it_fed():
     """What sharded validation relies on: a process's hypotheses are its own utterances'."""
     port = _free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", ROWS_SCRIPT, str(i), str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    for i, (p, out) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0 and f"rows ok {i}" in out, out[-3000:]
+    commands = [[sys.executable, "-c", ROWS_SCRIPT, str(i), str(port)] for i in range(2)]
+    results = run_together(commands, [env, env], ROOT, timeout=120)
+    for i, (rc, out) in enumerate(results):
+        assert rc == 0 and f"rows ok {i}" in out, out[-3000:]

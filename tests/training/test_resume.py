@@ -258,9 +258,9 @@ def test_fingerprint_sees_every_bit_and_ignores_layout():
 def inf_in_train_3(monkeypatch):
     """Batches holding utterance train-3 get an inf feature on their way to the device (the
     loader itself rejects feature files with inf, so this patches after it)."""
-    from s2t_jax.data import pipeline
+    from s2t_jax.data import loader
 
-    load = pipeline.LoadBatch.map
+    load = loader.LoadBatch.map
 
     def poisoned(self, record):
         out = load(self, record)
@@ -269,7 +269,7 @@ def inf_in_train_3(monkeypatch):
                 out["features"][r, 2, 5] = np.inf
         return out
 
-    monkeypatch.setattr(pipeline.LoadBatch, "map", poisoned)
+    monkeypatch.setattr(loader.LoadBatch, "map", poisoned)
 
 
 def _nan_config(root, policy):

@@ -14,7 +14,7 @@ from configs import common
 from s2t_jax.models.params import abstract_params
 from s2t_jax.parallel.mesh import make_mesh
 from s2t_jax.training import sharding, train_state
-from s2t_jax.training.train_state import model_config_from
+from s2t_jax.training.task import model_config_from
 from tests.training.helpers import make_task, random_batch
 
 
@@ -53,10 +53,6 @@ def test_rules_table_maps_logical_names_to_mesh_axes():
     flat = make_mesh({"data": -1})
     assert sharding.batch_spec(flat) == P("data") and flat.shape["data"] == 8
     assert sharding.spec_for(("embed", "mlp"), (64, 128), flat, rules) == P()
-    with pytest.raises(ValueError, match="needs 6 devices"):
-        make_mesh({"data": 3, "fsdp": 2})
-    with pytest.raises(ValueError, match="unknown axes"):
-        make_mesh({"model": 2})
 
 
 def _steps(task, init, batches, mesh):

@@ -14,14 +14,15 @@ from jax.sharding import PartitionSpec as P
 
 from s2t_jax.checkpoints import orbax_io
 from s2t_jax.checkpoints.averaging import average_checkpoints
+from s2t_jax.checkpoints.workdir import load_train_checkpoint
 from s2t_jax.data.data_config import DataConfig
-from s2t_jax.data.pipeline import load_split, make_loader
 from s2t_jax.frontend.specaugment import POLICIES
 from s2t_jax.modeling import Speech2TextForConditionalGeneration
 from s2t_jax.models.params import abstract_params
 from s2t_jax.training import train_state
 from s2t_jax.training.metrics_writer import read_metrics
 from s2t_jax.training.trainer import train_and_evaluate
+from tests.data.helpers import first_batch
 from tests.training.helpers import debug_config, make_task, random_batch
 from tests.training.synthetic import write_corpus
 
@@ -83,10 +84,10 @@ def test_logs_checkpoints_and_export(run):
     ckpt = orbax_io.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
     assert ckpt.all_steps() == [100, 200]
     ckpt.close()
-    config, params, step = orbax_io.load_train_checkpoint(workdir)
+    config, params, step = load_train_checkpoint(workdir)
     assert step == STEPS
     assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, abstract_params(config))
-    _, p100, _ = orbax_io.load_train_checkpoint(workdir, 100)
+    _, p100, _ = load_train_checkpoint(workdir, 100)
     _, mean, used = average_checkpoints(workdir, num=2)
     assert used == [100, 200]
     jax.tree.map(
@@ -131,19 +132,9 @@ def test_one_and_eight_devices_agree(corpus):
     """Same global batch, with dropout and SpecAugment on: the same loss and update."""
     assert len(jax.devices()) >= 8
     data = DataConfig.load(corpus)
-    split = load_split(data, "train", data.target_encoder(), 32, 64)
-    loader = make_loader(
-        data,
-        split,
-        "train",
-        is_train=True,
-        frame_buckets=(24, 32),
-        max_tokens=512,
-        seed=0,
-        num_shards=8,
+    host = first_batch(
+        data, "train", 32, 64, is_train=True, frame_buckets=(24, 32), max_tokens=512, num_shards=8
     )
-    host = next(loader)
-    loader.close()
     batch = {k: host[k] for k in train_state.DEVICE_KEYS}
     policy = POLICIES["lb"].__class__(
         freq_mask_n=1, freq_mask_f=4, time_mask_n=1, time_mask_t=5, time_mask_p=1.0
@@ -178,22 +169,22 @@ def test_ctc_head_lives_outside_the_model_params():
 def test_export_round_trip(run, tmp_path):
     """A training checkpoint becomes a model directory that from_pretrained reads back."""
     _, workdir, _ = run
-    config, params, _ = orbax_io.load_train_checkpoint(workdir)
+    config, params, _ = load_train_checkpoint(workdir)
     Speech2TextForConditionalGeneration(config, params).save_pretrained(tmp_path / "m")
     model = Speech2TextForConditionalGeneration.from_pretrained(tmp_path / "m")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), params)
 
 
 def test_load_pretrained_encoder_from_workdir_and_model_dir(run, tmp_path):
-    from s2t_jax.training.trainer import _load_pretrained_encoder
+    from s2t_jax.training.pretrained import load_pretrained_encoder
 
     _, workdir, _ = run
-    config, trained, _ = orbax_io.load_train_checkpoint(workdir)
+    config, trained, _ = load_train_checkpoint(workdir)
     Speech2TextForConditionalGeneration(config, trained).save_pretrained(tmp_path / "m")
     _, task = make_task(vocab_size=config.vocab_size)
     fresh = jax.device_get(train_state.init_state(task, jax.random.key(7))["params"])
     for source in (workdir, str(tmp_path / "m")):
-        loaded = _load_pretrained_encoder(source, fresh)
+        loaded = load_pretrained_encoder(source, fresh)
         jax.tree.map(np.testing.assert_array_equal, loaded["model"]["encoder"], trained["encoder"])
         jax.tree.map(np.testing.assert_array_equal, loaded["model"]["decoder"],
                      fresh["model"]["decoder"])  # fmt: skip

@@ -9,7 +9,7 @@ fairseq dictionary and `config.yaml`), so the same training code reads it and Li
 
 Everything is a function of the seed: sentences, voices and noise come from one seeded
 `SeedSequence`, and each utterance is synthesised by a freshly loaded, explicitly seeded
-libespeak-ng (see `_fresh_library`), so the audio does not depend on the number of workers or on
+libespeak-ng (see espeak.py), so the audio does not depend on the number of workers or on
 the order they finish in.
 
     python -m s2t_jax.data.demo_corpus --out data/demo --num_train 12000 --num_dev 200 --num_test 200
@@ -19,21 +19,14 @@ On a quiet 2-core CPU that takes 52 s (12,400 utterances, 9.6 h of audio, two wo
 
 from __future__ import annotations
 
-import _ctypes
 import argparse
-import atexit
-import contextlib
-import ctypes
 import hashlib
 import io
 import json
 import multiprocessing
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,23 +35,16 @@ import numpy as np
 import soundfile
 import soxr
 
-__all__ = [
-    "EspeakUnavailable",
-    "VOICES",
-    "build_corpus",
-    "espeak_backend",
-    "make_sentences",
-    "n_fbank_frames",
-    "synthesize",
-    "train_spm",
-]
+from s2t_jax.data.prep.espeak import espeak_backend, espeak_version, synthesize
+from s2t_jax.data.prep.sentences import GRAMMAR_PATH, make_sentences
+from s2t_jax.frontend.fbank import num_frames
+
+__all__ = ["VOICES", "build_corpus", "train_spm"]
 
 SAMPLE_RATE = 16_000
-GRAMMAR_PATH = Path(__file__).with_name("demo_words") / "grammar.json"
 # Bump when the synthesis or post-processing changes, so an old corpus on disk is regenerated.
 GENERATOR_VERSION = 1
 SPLITS = ("train", "dev", "test")
-MIN_WORDS, MAX_WORDS = 4, 12
 
 # Accents shipped in espeak-ng-data/lang/gmw ("en" is British English) crossed with the voice
 # variants in espeak-ng-data/voices/!v that change the vocal tract (m1-m8, f1-f5); "" keeps the
@@ -71,205 +57,6 @@ PITCH = (30, 70)  # eSpeak's 0-99 scale, relative to each variant's own base pit
 PEAK_DBFS = (-12.0, -1.0)  # gain change: the peak level each utterance is scaled to
 SNR_DB = (25.0, 40.0)
 PAD_S = (0.05, 0.3)  # leading and trailing silence (under the noise) added to each utterance
-
-
-class EspeakUnavailable(RuntimeError):
-    """Neither the espeakng-loader package nor an espeak-ng binary is installed."""
-
-
-# ---------------------------------------------------------------------------- sentences
-
-
-def _load_grammar() -> dict:
-    return json.loads(GRAMMAR_PATH.read_text())
-
-
-def _number_words(n: int, g: dict) -> str:
-    if n < 10:
-        return g["units"][n - 1]
-    if n < 20:
-        return g["teens"][n - 10]
-    tens, unit = divmod(n, 10)
-    return g["tens"][tens - 2] + (" " + g["units"][unit - 1] if unit else "")
-
-
-def _expand(text: str, g: dict, rng: np.random.Generator) -> str:
-    def slot(m: re.Match) -> str:
-        name = m.group(1)
-        if name == "number":  # counts of plural nouns: two .. ninety nine
-            return _number_words(int(rng.integers(2, 100)), g)
-        choices = g[name]
-        return _expand(choices[int(rng.integers(len(choices)))], g, rng)
-
-    return re.sub(r"\{(\w+)\}", slot, text)
-
-
-def _fix_articles(words: list[str]) -> list[str]:
-    return [
-        "an" if w == "a" and i + 1 < len(words) and words[i + 1][0] in "aeiou" else w
-        for i, w in enumerate(words)
-    ]
-
-
-def make_sentences(n: int, seed: int | np.random.SeedSequence, grammar: dict | None = None):
-    """`n` distinct sentences of 4-12 lowercase words, in a seeded random order.
-
-    Distinct, so that splitting the list gives train/dev/test with no sentence in common.
-    """
-    g = grammar or _load_grammar()
-    rng = np.random.default_rng(seed)
-    seen: dict[str, None] = {}  # insertion-ordered set
-    for _ in range(50 * n + 1000):
-        if len(seen) == n:
-            break
-        template = g["templates"][int(rng.integers(len(g["templates"])))]
-        words = _fix_articles(_expand(template, g, rng).split())
-        if MIN_WORDS <= len(words) <= MAX_WORDS:
-            seen.setdefault(" ".join(words), None)
-    if len(seen) < n:
-        raise ValueError(f"the grammar gave only {len(seen)} distinct sentences, {n} asked for")
-    return list(seen)
-
-
-# ---------------------------------------------------------------------------- synthesis
-
-
-def espeak_backend() -> str:
-    """'library' (the espeakng-loader wheel, preferred: no subprocess, pinned version) or
-    'binary' (an espeak-ng on PATH); raises EspeakUnavailable if there is neither."""
-    try:
-        import espeakng_loader
-
-        if Path(espeakng_loader.get_library_path()).exists():
-            return "library"
-    except (ImportError, RuntimeError):
-        pass
-    if shutil.which("espeak-ng"):
-        return "binary"
-    raise EspeakUnavailable(
-        "eSpeak NG is needed to synthesise the demo corpus: `pip install espeakng-loader` "
-        "(see requirements.txt), or install an `espeak-ng` binary (e.g. apt-get install espeak-ng)"
-    )
-
-
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INITIALIZE_DONT_EXIT = 0x8000
-_ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
-_POS_CHARACTER, _CHARS_UTF8 = 1, 1
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
-
-_private_copy: str | None = None
-
-
-@contextlib.contextmanager
-def _fresh_library():
-    """libespeak-ng, newly loaded, and unloaded again on exit.
-
-    Why: libespeak-ng keeps synthesis state in static variables (e.g. the pitch-flutter phase)
-    that carry over from one utterance to the next, so the same text gives different samples
-    depending on what was spoken before. Unloading the library (dlclose) and loading it again
-    costs a few milliseconds and starts every utterance from the same state. dlclose only
-    unloads a library nobody else holds, and other code in the process may have loaded
-    libespeak-ng (or a leaked ctypes handle may hold it), so we load a private copy of the file,
-    made once per process, and check that it really went away.
-    """
-    global _private_copy
-    import espeakng_loader
-
-    if _private_copy is None or not os.path.exists(_private_copy):
-        tmp = tempfile.mkdtemp(prefix="s2t-espeak-")
-        atexit.register(shutil.rmtree, tmp, True)
-        _private_copy = shutil.copy(espeakng_loader.get_library_path(), tmp)
-    lib = ctypes.CDLL(_private_copy)
-    try:
-        yield lib
-    finally:
-        _ctypes.dlclose(lib._handle)
-    try:
-        still = ctypes.CDLL(_private_copy, mode=os.RTLD_NOLOAD)
-    except OSError:
-        return  # unloaded, as wanted
-    _ctypes.dlclose(still._handle)
-    raise RuntimeError("libespeak-ng stayed loaded after dlclose; its state would leak")
-
-
-def _synth_library(text: str, voice: str, rate: int, pitch: int, seed: int):
-    """Synthesise with libespeak-ng's classic API, from a fresh library state (see above).
-
-    The breath noise of some variants (f2, f3, f5) comes from a generator that eSpeak NG seeds
-    with the clock at initialisation; espeak_ng_SetRandSeed (eSpeak NG >= 1.52) seeds it from
-    `seed` instead, so those voices are reproducible too.
-    """
-    import espeakng_loader
-
-    chunks: list[np.ndarray] = []
-
-    def on_audio(wav, n, _events):
-        if n > 0:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0  # 0: go on synthesising
-
-    callback = _SynthCallback(on_audio)  # must outlive espeak_Synth
-    with _fresh_library() as lib:
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        data = espeakng_loader.get_data_path().encode()
-        sample_rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_DONT_EXIT
-        )
-        if sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed (data path {data.decode()})")
-        lib.espeak_SetSynthCallback(callback)
-        if hasattr(lib, "espeak_ng_SetRandSeed"):
-            lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r}")
-        lib.espeak_SetParameter(_ESPEAK_RATE, rate, 0)
-        lib.espeak_SetParameter(_ESPEAK_PITCH, pitch, 0)
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint]
-        lib.espeak_Synth.argtypes += [ctypes.c_int, ctypes.c_uint, ctypes.c_uint]
-        lib.espeak_Synth.argtypes += [ctypes.c_void_p, ctypes.c_void_p]
-        raw = text.encode()
-        err = lib.espeak_Synth(raw, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-        if err != 0 or lib.espeak_Synchronize() != 0:
-            raise RuntimeError(f"espeak_Synth failed ({err}) on {text!r}")
-        lib.espeak_Terminate()
-    return (np.concatenate(chunks) if chunks else np.zeros(0, np.int16)), sample_rate
-
-
-def _synth_binary(text: str, voice: str, rate: int, pitch: int, seed: int):
-    """Fallback: the espeak-ng command line writes a 22,050 Hz WAV to stdout.
-
-    Each call is a fresh process, so no state carries over, but the command line cannot seed the
-    breath noise of f2/f3/f5: those voices are as reproducible as the installed espeak-ng makes
-    them (1.51 is; 1.52 seeds from the clock).
-    """
-    cmd = ["espeak-ng", "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch), text]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        raise RuntimeError(f"{' '.join(cmd)!r} failed: {proc.stderr.decode(errors='replace')}")
-    wave, sample_rate = soundfile.read(io.BytesIO(proc.stdout), dtype="int16")
-    return wave.reshape(len(wave), -1)[:, 0], sample_rate
-
-
-def synthesize(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50, seed: int = 0):
-    """Raw eSpeak NG output for `text`: (int16 samples, sample rate, normally 22,050 Hz)."""
-    fn = _synth_library if espeak_backend() == "library" else _synth_binary
-    wave, sample_rate = fn(text, voice, rate, pitch, seed)
-    if not np.any(wave):
-        raise RuntimeError(f"eSpeak NG produced no audio for {text!r} with voice {voice!r}")
-    return wave, sample_rate
-
-
-def espeak_version() -> str:
-    if espeak_backend() == "library":
-        with _fresh_library() as lib:
-            lib.espeak_Info.restype = ctypes.c_char_p
-            return "libespeak-ng " + lib.espeak_Info(None).decode()
-    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 # ---------------------------------------------------------------------------- utterances
@@ -334,11 +121,6 @@ def _write_utterance(args: tuple[str, Utterance]) -> int:
     wave = render(u)
     soundfile.write(Path(out_dir) / u.audio, wave, SAMPLE_RATE, subtype="PCM_16")
     return len(wave)
-
-
-def n_fbank_frames(num_samples: int) -> int:
-    """Frames of a 25 ms / 10 ms fbank with snip edges (Kaldi/torchaudio), as fairseq counts."""
-    return 1 + (num_samples - 400) // 160
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -492,7 +274,9 @@ def build_corpus(
     for u, n in zip(plan, n_samples):
         split = u.uid.split("-")[0]
         seconds[split] += n / SAMPLE_RATE
-        rows[split].append(f"{u.uid}\t{u.audio}\t{n_fbank_frames(n)}\t{u.text}\t{u.voice}\n")
+        rows[split].append(
+            f"{u.uid}\t{u.audio}\t{num_frames(n, SAMPLE_RATE)}\t{u.text}\t{u.voice}\n"
+        )
     for split in SPLITS:
         header = "id\taudio\tn_frames\ttgt_text\tspeaker\n"
         _atomic_write(out / f"{split}.tsv", header + "".join(rows[split]))
@@ -526,3 +310,4 @@ def main(argv=None) -> None:
     p.add_argument("--force", action="store_true", help="regenerate even if already complete")
     a = p.parse_args(argv)
     build_corpus(**{k: v for k, v in vars(a).items() if k != "out"}, out_dir=a.out)
+

@@ -70,7 +70,7 @@ def find_utterances(split_dir: str) -> list[tuple[str, str, str, str]]:
 def _fbank(job):
     """(flac, npy) -> frames; runs in a worker process."""
     from s2t_jax.frontend.audio import load_audio
-    from s2t_jax.frontend.features import kaldi_fbank
+    from s2t_jax.frontend.fbank import kaldi_fbank
 
     flac, npy = job
     feats = kaldi_fbank([load_audio(flac, SAMPLING_RATE)], SAMPLING_RATE, NUM_MEL_BINS)[0]
@@ -81,7 +81,7 @@ def _fbank(job):
 def _num_frames(flac: str) -> int:
     import soundfile
 
-    from s2t_jax.frontend.features import num_frames
+    from s2t_jax.frontend.fbank import num_frames
 
     info = soundfile.info(flac)
     samples = int(round(info.frames * SAMPLING_RATE / info.samplerate))
