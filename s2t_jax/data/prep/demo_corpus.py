@@ -310,4 +310,3 @@ def main(argv=None) -> None:
     p.add_argument("--force", action="store_true", help="regenerate even if already complete")
     a = p.parse_args(argv)
     build_corpus(**{k: v for k, v in vars(a).items() if k != "out"}, out_dir=a.out)
-
