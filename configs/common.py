@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_devices = -1  # devices in the mesh; -1: all (multi-process runs use all)
     # Device mesh ('data', 'fsdp', 'tensor'); one size may be -1 (the rest). See docs/scaling.md.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    # Logical axis name -> mesh axes (s2t_jax/sharding.py names every array of the state).
+    # Logical axis name -> mesh axes (s2t_jax/training/sharding.py names every array of the state).
     c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
     c.max_tokens = 40000  # padded input frames per batch, over all devices
     c.update_freq = 8  # gradient accumulation (fairseq simulates 8 GPUs with 1)

@@ -45,7 +45,7 @@ class TrainCheckpointer:
     """Orbax CheckpointManager for training: state + JSON metadata per step, saved async.
 
     Layout: `<directory>/<step>/{state,meta}`. `meta` holds the data iterator state and the
-    run's seed and a fingerprint of the state (s2t_jax/resilience.py). Kept: the last
+    run's seed and a fingerprint of the state (s2t_jax/training/resilience.py). Kept: the last
     `keep_last` checkpoints plus the `keep_best` best by `best_metric` (passed as metrics to
     `save`; `best_mode` "min" or "max"). `cleanup_tmp` removes half-written steps a crash left
     behind; only the run that writes the directory may set it (a reader would delete the

@@ -13,6 +13,8 @@ import os
 
 from absl import logging
 
+from s2t_jax.checkpoints.workdir import METRICS_FILE
+
 
 def _fmt(value: float) -> str:
     if value == 0 or not math.isfinite(value):
@@ -29,7 +31,7 @@ class MetricWriter:
         self._jsonl = None
         if enabled:
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
             try:
                 from tensorboardX import SummaryWriter
 
@@ -69,7 +71,7 @@ class MetricWriter:
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
     """The rows of `metrics.jsonl` (optionally of one split)."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:

@@ -12,10 +12,12 @@ import matplotlib
 matplotlib.use("Agg")  # no display: write files only
 import matplotlib.pyplot as plt  # noqa: E402
 
+from s2t_jax.checkpoints.workdir import METRICS_FILE
+
 
 def read_metrics(workdir: str) -> dict[str, list[dict]]:
     """metrics.jsonl rows grouped by split ('train', 'valid', ...)."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no metrics (is {workdir} a training workdir?)")
     out: dict[str, list[dict]] = {}

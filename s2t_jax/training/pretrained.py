@@ -6,24 +6,17 @@ the decoder (often with another vocabulary) starts fresh.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 from absl import logging
 
-from s2t_jax.checkpoints.workdir import checkpoint_dir, load_train_checkpoint
+from s2t_jax.checkpoints.loading import load_checkpoint
 
 
 def load_pretrained_encoder(path: str, params: dict) -> dict:
     """fairseq's --load-pretrained-encoder-from: copy encoder weights from a model dir (ours or
     transformers'), a fairseq .pt, or another training workdir."""
-    if os.path.isdir(checkpoint_dir(path)):
-        _, source, _ = load_train_checkpoint(path)
-    else:
-        from s2t_jax.modeling import Speech2TextForConditionalGeneration
-
-        source = Speech2TextForConditionalGeneration.from_pretrained(path).params
+    source = load_checkpoint(path).model.params
     new, old = source["encoder"], params["model"]["encoder"]
     shapes_new = jax.tree.map(np.shape, new)
     shapes_old = jax.tree.map(np.shape, old)
