@@ -10,33 +10,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from s2t_jax.checkpoints import orbax_io
-from s2t_jax.checkpoints.fairseq import load_fairseq_checkpoint
-from s2t_jax.checkpoints.hf import hf_state_dict_to_params, load_hf_state_dict, save_hf_dir
+from s2t_jax.checkpoints.model_dir import load_model_dir, save_model_dir
 from s2t_jax.decoding.settings import read_generation_config
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
-from s2t_jax.models.params import abstract_params, count_params, init_params
-
-PARAMS_DIR = "params"
-# Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
-SIDE_FILES = (
-    "preprocessor_config.json",
-    "processor_config.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "sentencepiece.bpe.model",
-    "generation_config.json",
-    "added_tokens.json",
-)
+from s2t_jax.models.params import count_params, init_params
 
 
 @dataclasses.dataclass
@@ -50,18 +33,6 @@ class ModelOutput:
 
     def __getitem__(self, key):
         return getattr(self, key)
-
-
-def _weights_kind(path: str) -> str:
-    if os.path.isfile(path):
-        if path.endswith((".pt", ".bin")):
-            return "fairseq"
-        raise ValueError(f"{path}: expected a model directory or a fairseq .pt file")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such model directory or checkpoint")
-    if os.path.isdir(os.path.join(path, PARAMS_DIR)):
-        return "ours"
-    return "transformers"
 
 
 class _PretrainedSpeech2Text:
@@ -87,24 +58,7 @@ class _PretrainedSpeech2Text:
         for key, value in (("dtype", dtype), ("param_dtype", param_dtype)):
             if value is not None:
                 config_overrides[key] = jnp.dtype(value).name
-        kind = _weights_kind(path)
-        if kind == "fairseq":
-            config, params = load_fairseq_checkpoint(path)
-            config = config.replace(**config_overrides)
-        else:
-            config = Speech2TextConfig.from_pretrained(path, **config_overrides)
-            if kind == "ours":
-                target = abstract_params(config.replace(param_dtype="float32"), cls.with_lm_head)
-                params = orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
-            else:
-                state = load_hf_state_dict(path)
-                if not cls.with_lm_head:
-                    state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
-                    state = {
-                        ("model." + k if not k.startswith("model.") else k): v
-                        for k, v in state.items()
-                    }
-                params = hf_state_dict_to_params(state, config, cls.with_lm_head)
+        config, params = load_model_dir(path, cls.with_lm_head, **config_overrides)
         model = cls(config, params)
         model.source_dir = path if os.path.isdir(path) else None
         model.generation_config = read_generation_config(config, model.source_dir)
@@ -115,19 +69,9 @@ class _PretrainedSpeech2Text:
 
         Tokenizer, feature-extractor and generation files of the source dir are copied along.
         """
-        path = os.fspath(path)
-        os.makedirs(path, exist_ok=True)
-        params = jax.tree.map(lambda x: np.asarray(x, np.float32), self.params)
-        if transformers_format:
-            save_hf_dir(params, self.config, path)
-        else:
-            self.config.save_pretrained(path)
-            orbax_io.save_params(os.path.join(path, PARAMS_DIR), params)
-        if self.source_dir and os.path.abspath(self.source_dir) != os.path.abspath(path):
-            for name in SIDE_FILES:
-                src = os.path.join(self.source_dir, name)
-                if os.path.exists(src):
-                    shutil.copy2(src, os.path.join(path, name))
+        save_model_dir(
+            os.fspath(path), self.config, self.params, transformers_format, self.source_dir
+        )
 
     # --- jitted entry points --------------------------------------------------------------------
 

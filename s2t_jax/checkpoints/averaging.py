@@ -15,6 +15,7 @@ import argparse
 import jax
 import numpy as np
 
+from s2t_jax.checkpoints.model_dir import save_model_dir
 from s2t_jax.checkpoints.orbax_io import TrainCheckpointer
 from s2t_jax.checkpoints.workdir import checkpoint_dir, load_train_checkpoint
 
@@ -49,7 +50,5 @@ def main(argv=None):
     args = parser.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",") if s] or None
     config, params, used = average_checkpoints(args.workdir, args.num, steps)
-    from s2t_jax.modeling import Speech2TextForConditionalGeneration
-
-    Speech2TextForConditionalGeneration(config, params).save_pretrained(args.output)
+    save_model_dir(args.output, config, params)
     print(f"averaged steps {used} -> {args.output}")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
+from s2t_jax.checkpoints.model_dir import save_model_dir
 from s2t_jax.checkpoints.workdir import load_recorded_data_config, load_train_checkpoint
 from s2t_jax.data.vocab import FairseqDictionary
 
@@ -57,12 +56,9 @@ def export_workdir(
     max_length: int = 200,
 ) -> str:
     """Writes the model of `workdir` (latest step by default) to a model directory."""
-    from s2t_jax.modeling import Speech2TextForConditionalGeneration
-
     config, params, step = load_train_checkpoint(workdir, step)
     config = config.replace(num_beams=num_beams, max_length=max_length, early_stopping=True)
-    model = Speech2TextForConditionalGeneration(config, jax_params(params))
-    model.save_pretrained(out_dir, transformers_format=transformers_format)
+    save_model_dir(out_dir, config, params, transformers_format)
     write_processor_files(load_recorded_data_config(workdir), out_dir)
     generation = {
         "num_beams": num_beams,
@@ -78,9 +74,3 @@ def export_workdir(
     with open(os.path.join(out_dir, "export.json"), "w") as f:
         json.dump({"workdir": os.path.abspath(workdir), "step": int(step)}, f, indent=2)
     return out_dir
-
-
-def jax_params(params):
-    import jax
-
-    return jax.tree.map(lambda x: np.asarray(x, np.float32), params)

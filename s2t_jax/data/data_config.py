@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from s2t_jax.data.vocab import TargetEncoder
+from s2t_jax.frontend.featurize import Featurizer
 from s2t_jax.frontend.specaugment import SpecAugmentPolicy
 
 KNOWN_TRANSFORMS = ("utterance_cmvn", "global_cmvn", "specaugment")
@@ -146,6 +147,11 @@ class DataConfig:
                     }
                 )
         return steps
+
+    def featurizer(self, split: str, is_train: bool) -> Featurizer:
+        """The split's audio -> features path: its CMVN as `feature_transforms` lists it."""
+        num_mel_bins = self.input_feat_per_channel * self.input_channels
+        return Featurizer(self.sampling_rate, num_mel_bins, self.cmvn(split, is_train))
 
     def specaugment(self, split: str, is_train: bool) -> SpecAugmentPolicy | None:
         if "specaugment" not in self.transforms(split, is_train):

@@ -191,7 +191,7 @@ def make_loader(
     load = LoadBatch(
         split,
         buckets,
-        Featurizer.from_data_config(data, subset, is_train),
+        data.featurizer(subset, is_train),
         data.audio_root,
         skip_bad_audio,
         process_index,

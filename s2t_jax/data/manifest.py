@@ -1,16 +1,13 @@
-"""fairseq S2T manifests: TSV files of utterances, and the `audio` column's three kinds of paths.
+"""fairseq S2T manifests: TSV files of utterances, and zips of their .npy features.
 
 A manifest is what fairseq's prep scripts write: a tab-separated file with a header row and no
 quoting, columns `id, audio, n_frames, tgt_text, speaker` plus optional `src_text, src_lang,
 tgt_lang`. We read them unchanged, so a fairseq data root trains here as it is.
 
-The `audio` column holds one of
-  * `path.npy`                 pre-computed fbank features [frames, mels] (raw, before CMVN);
-  * `path.wav|flac|ogg|...`    a sound file; features are computed from it on the fly;
-  * `path.zip:offset:length`   a member of an uncompressed zip (fairseq's `fbank80.zip`): `length`
-                               bytes at byte `offset` of the zip file hold a .npy (or sound) file.
-Relative paths are joined to the audio root (the data config's `audio_root`, else the directory
-the manifest sits in), as fairseq joins them to `audio_root`.
+The `audio` column holds a `.npy`, a sound file or a `zip:offset:length` member (see
+s2t_jax/frontend/audio_entry.py, which reads them); relative paths are joined to the audio root
+(the data config's `audio_root`, else the directory the manifest sits in), as fairseq joins
+them to `audio_root`.
 """
 
 from __future__ import annotations
@@ -24,10 +21,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from s2t_jax.frontend.audio_entry import NPY_MAGIC, read_bytes
+
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "tgt_text")
 OPTIONAL_COLUMNS = ("speaker", "src_text", "src_lang", "tgt_lang")
-SOUND_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
-NPY_MAGIC = b"\x93NUMPY"
 # fairseq writes manifests with csv.QUOTE_NONE; texts may contain quotes, so we must not unquote.
 _TSV = dict(delimiter="\t", quotechar=None, doublequote=False, quoting=csv.QUOTE_NONE)
 
@@ -93,75 +90,6 @@ def write_manifest(
             if any("\t" in v or "\n" in v for v in values):
                 raise ManifestError(f"utterance {u.id}: a field holds a tab or newline")
             writer.writerow(values)
-
-
-# --------------------------------------------------------------------------------------------
-# The audio column
-# --------------------------------------------------------------------------------------------
-
-
-def resolve(audio: str, root: str | os.PathLike) -> str:
-    """Joins a relative path (or the file part of `zip:offset:length`) to `root`."""
-    return audio if os.path.isabs(audio) else os.path.join(os.fspath(root), audio)
-
-
-def parse_audio_path(audio: str) -> tuple[str, tuple[int, ...]]:
-    """'a.zip:10:20' -> ('a.zip', (10, 20)); 'a.npy' -> ('a.npy', ()). As fairseq's parse_path."""
-    if os.path.splitext(audio)[1].lower() in (".npy",) + SOUND_EXTENSIONS:
-        return audio, ()
-    path, *ptr = audio.split(":")
-    if len(ptr) not in (0, 2):
-        raise ManifestError(f"{audio!r}: expected a file path or 'file.zip:offset:length'")
-    try:
-        return path, tuple(int(p) for p in ptr)
-    except ValueError as e:
-        raise ManifestError(f"{audio!r}: offset and length must be integers") from e
-
-
-def read_bytes(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(length)
-    if len(data) != length:
-        raise OSError(f"{path}: wanted {length} bytes at offset {offset}, file has fewer")
-    return data
-
-
-def load_features_or_waveform(
-    audio: str, root: str | os.PathLike = "", sampling_rate: int = 16000
-) -> tuple[str, np.ndarray]:
-    """-> ("features", float32 [frames, mels]) or ("waveform", float32 [samples]).
-
-    Raises OSError/ValueError (AudioError for sound files) naming the file when unreadable.
-    """
-    from s2t_jax.frontend.audio import AudioError, load_audio, resample, validate_waveform
-
-    path, ptr = parse_audio_path(audio)
-    path = resolve(path, root)
-    if not ptr:
-        if path.lower().endswith(".npy"):
-            return "features", _check_features(np.load(path, allow_pickle=False), path)
-        return "waveform", load_audio(path, sampling_rate)
-    data = read_bytes(path, *ptr)
-    name = f"{path}:{ptr[0]}:{ptr[1]}"
-    if data.startswith(NPY_MAGIC):
-        return "features", _check_features(np.load(io.BytesIO(data), allow_pickle=False), name)
-    import soundfile
-
-    try:
-        wave, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{name}: neither .npy nor decodable audio ({e})") from e
-    wave = validate_waveform(wave, name=name, channel_axis=-1)
-    return "waveform", resample(wave, rate, sampling_rate, name=name)
-
-
-def _check_features(x: np.ndarray, name: str) -> np.ndarray:
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{name}: expected float features [frames, mels], got {x.dtype}{x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: features hold NaN or inf")
-    return x.astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -142,9 +142,13 @@ def resolve_settings(model, **kwargs) -> GenerationSettings:
     model: a loaded model (its `generation_config`, read at load) or a model config (its own
     generation fields). kwargs that are None are unset.
     """
+    unknown = sorted(set(kwargs) - set(FILE_KEYS) - {"max_new_tokens", "min_new_tokens"})
+    if unknown:
+        raise TypeError(f"unknown generation settings {unknown}; known: {sorted(FILE_KEYS)}")
     found = getattr(model, "generation_config", None)
     if found is None:
-        found = read_generation_config(getattr(model, "config", model))
+        config = getattr(model, "config", model)
+        found = read_generation_config(config, getattr(model, "source_dir", None))
     given = {k: v for k, v in kwargs.items() if v is not None}
     values = {**GLOBAL_DEFAULTS, **found, **given}
     if "max_new_tokens" in given:

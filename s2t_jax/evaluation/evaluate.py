@@ -5,7 +5,7 @@ utterance once with the jitted search of `decoding.search.make_generate_fn`, sha
 devices of all processes (`ShardedGenerator`), and writes hypotheses.tsv and results.json
 (process 0 only; outputs.py). The pieces, each in its module:
 
-  checkpoints/loading.py  the checkpoint: a model dir, a fairseq .pt or a training workdir;
+  evaluation/checkpoint.py  the checkpoint: a model dir, a fairseq .pt or a training workdir;
   sources.py              the front end: tokenizer and features, and where they come from;
   items.py                the manifest's utterances;
   batches.py              global batches, loaded per process, padded to buckets;
@@ -30,7 +30,6 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from s2t_jax.checkpoints.loading import load_checkpoint
 from s2t_jax.decoding.buckets import DEFAULT_BUCKETS
 from s2t_jax.decoding.settings import resolve_settings
 from s2t_jax.decoding.sharded import ShardedGenerator
@@ -43,6 +42,7 @@ from s2t_jax.evaluation.batches import (
     load_rows,
     plan_batches,
 )
+from s2t_jax.evaluation.checkpoint import load_checkpoint
 from s2t_jax.evaluation.items import manifest_sha256, read_items
 from s2t_jax.evaluation.sources import choose_frontend
 from s2t_jax.parallel.hosts import broadcast_from_process_0

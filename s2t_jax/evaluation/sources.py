@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from s2t_jax.checkpoints.loading import LoadedCheckpoint
 from s2t_jax.checkpoints.workdir import recorded_data_config
 from s2t_jax.data.data_config import DataConfig
+from s2t_jax.evaluation.checkpoint import LoadedCheckpoint
 from s2t_jax.frontend.featurize import Featurizer
 
 
@@ -81,7 +81,7 @@ def data_config_frontend(yaml_path: str, split: str, audio_root: str) -> Fronten
     return Frontend(
         source=f"data config {os.path.abspath(yaml_path)} (split {split})",
         audio_root=audio_root,
-        featurizer=Featurizer.from_data_config(data, split, is_train=False),
+        featurizer=data.featurizer(split, is_train=False),
         decode_ids=encoder.decode,
         lang_id=lang_id if data.prepend_tgt_lang_tag else None,
     )

@@ -3,8 +3,8 @@
 Why one class: the training loader, evaluation and the feature extractor must turn the same
 audio into the same numbers. This is the only place that does load (sound file, `.npy` or
 `zip:offset:length` member, resolved against an audio root) -> resample -> Kaldi fbank -> CMVN.
-It is built either from a fairseq data config (training, and evaluation of a fairseq model) or
-from a `Speech2TextFeatureExtractor` (evaluation of a transformers-style model directory), and
+It is built either from a fairseq data config (`DataConfig.featurizer`: training, and evaluation
+of a fairseq model) or from a `Speech2TextFeatureExtractor` (evaluation of a transformers-style model directory), and
 pickles, so Grain loader workers receive it with its global stats already loaded.
 """
 
@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from s2t_jax.data.manifest import load_features_or_waveform
+from s2t_jax.frontend.audio_entry import load_features_or_waveform
 from s2t_jax.frontend.cmvn import GlobalCMVN, UtteranceCMVN, apply_cmvn, cmvn_step
 from s2t_jax.frontend.fbank import FRAME_SECONDS, HOP_SECONDS, kaldi_fbank
 
 if TYPE_CHECKING:
-    from s2t_jax.data.data_config import DataConfig
     from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 
 __all__ = ["Featurizer"]
@@ -49,12 +48,6 @@ class Featurizer:
                     f"{step.source}: {step.num_mel_bins} global CMVN values, "
                     f"expected {self.num_mel_bins} (one per mel bin)"
                 )
-
-    @classmethod
-    def from_data_config(cls, data: DataConfig, split: str, is_train: bool) -> Featurizer:
-        """The split's CMVN as fairseq's data config lists it (`feature_transforms`)."""
-        num_mel_bins = data.input_feat_per_channel * data.input_channels
-        return cls(data.sampling_rate, num_mel_bins, data.cmvn(split, is_train))
 
     @classmethod
     def from_extractor(cls, extractor: Speech2TextFeatureExtractor) -> Featurizer:

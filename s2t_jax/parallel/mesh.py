@@ -47,15 +47,16 @@ def select_devices(devices=None, *, local: bool = False) -> list:
     """Devices in process-major order: None for all, a count for the first n, or a list.
 
     `local=True` chooses among this process's devices only (a per-process search, as
-    `generate` runs); otherwise among every device of every process, and with several
-    processes a count must take them all (each process holds its own rows of a batch).
+    `generate` runs); otherwise among every device of every process, where a count <= 0 also
+    means all, and with several processes a count must take them all (each process holds its
+    own rows of a batch).
     """
     pool = jax.local_devices() if local else jax.devices()
     pool = sorted(pool, key=lambda d: (d.process_index, d.id))
-    if devices is None or (isinstance(devices, (int, np.integer)) and devices <= 0):
+    if devices is None or (not local and isinstance(devices, (int, np.integer)) and devices <= 0):
         return pool
     if isinstance(devices, (int, np.integer)):
-        if devices > len(pool):
+        if not 1 <= devices <= len(pool):
             where = "local " if local else ""
             raise ValueError(f"devices={devices}, but only {len(pool)} {where}devices exist")
         if not local and jax.process_count() > 1 and devices != len(pool):
@@ -67,17 +68,22 @@ def select_devices(devices=None, *, local: bool = False) -> list:
     return chosen
 
 
-def make_mesh(sizes=None, devices=None, *, local: bool = False) -> Mesh:
+def make_mesh(
+    sizes=None, devices=None, *, local: bool = False, physical_layout: bool = False
+) -> Mesh:
     """A (data, fsdp, tensor) mesh over `devices` (see select_devices).
 
     sizes: {axis: size}, one of them -1 for "the rest"; default {"data": -1}, pure data
-    parallelism. On TPU/GPU with every device in use, mesh_utils lays the axes along the
-    physical interconnect; otherwise devices keep their process-major order.
+    parallelism. Devices keep their process-major order, so a process's devices hold one
+    contiguous block of rows (what decoding and evaluation rely on). `physical_layout=True`
+    (training) lets mesh_utils lay the axes along the interconnect instead, on TPU/GPU with
+    every device in use, where collectives over fsdp/tensor pay for the hops.
     """
     chosen = select_devices(devices, local=local)
     shape = mesh_shape(sizes if sizes is not None else {"data": -1}, len(chosen))
     array = None
-    if chosen[0].platform in ("tpu", "gpu") and len(chosen) == jax.device_count() > 1:
+    physical = physical_layout and chosen[0].platform in ("tpu", "gpu")
+    if physical and len(chosen) == jax.device_count() > 1:
         try:
             from jax.experimental import mesh_utils
 

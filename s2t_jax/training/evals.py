@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 import jax
-from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from s2t_jax.decoding.search import make_generate_fn
 from s2t_jax.parallel.mesh import process_rows
 from s2t_jax.training import validation
 
@@ -37,14 +37,9 @@ class Evals:
         self.encoder = data.target_encoder()  # decodes references and hypotheses
         self.generate_fn = None
         if config.wer.enabled:
-            try:
-                from s2t_jax.decoding.search import make_generate_fn
-
-                self.generate_fn = make_generate_fn(
-                    model_config, num_beams=1, max_length=config.wer.max_length
-                )
-            except ImportError:
-                logging.warning("s2t_jax.decoding is missing: validation WER is skipped")
+            self.generate_fn = make_generate_fn(
+                model_config, num_beams=1, max_length=config.wer.max_length
+            )
         self.params_sharded = not all(
             s.is_fully_replicated for s in jax.tree.leaves(state_sharding)
         )

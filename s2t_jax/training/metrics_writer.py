@@ -70,10 +70,16 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
-    """The rows of `metrics.jsonl` (optionally of one split)."""
+    """The rows of `metrics.jsonl` (optionally of one split); a torn last line, from a run
+    killed mid-write, is skipped."""
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if split is None or r["split"] == split]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [r for r in rows if split is None or r.get("split") == split]

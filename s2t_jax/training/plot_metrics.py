@@ -4,7 +4,6 @@ python -m s2t_jax.plot_metrics WORKDIR [--out WORKDIR/training_curves.png]
 """
 
 import argparse
-import json
 import os
 
 import matplotlib
@@ -13,28 +12,14 @@ matplotlib.use("Agg")  # no display: write files only
 import matplotlib.pyplot as plt  # noqa: E402
 
 from s2t_jax.checkpoints.workdir import METRICS_FILE
-
-
-def read_metrics(workdir: str) -> dict[str, list[dict]]:
-    """metrics.jsonl rows grouped by split ('train', 'valid', ...)."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no metrics (is {workdir} a training workdir?)")
-    out: dict[str, list[dict]] = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed run
-            out.setdefault(row.get("split", ""), []).append(row)
-    return out
+from s2t_jax.training.metrics_writer import read_metrics
 
 
 def plot_training(workdir: str, out: str | None = None) -> str:
-    metrics = read_metrics(workdir)
-    train = [r for r in metrics.get("train", []) if "loss" in r]
-    valid = [r for r in metrics.get("valid", []) if "wer" in r]
+    if not os.path.exists(os.path.join(workdir, METRICS_FILE)):
+        raise FileNotFoundError(f"{workdir}: no {METRICS_FILE} (is it a training workdir?)")
+    train = [r for r in read_metrics(workdir, "train") if "loss" in r]
+    valid = [r for r in read_metrics(workdir, "valid") if "wer" in r]
     fig, ax_loss = plt.subplots(figsize=(7, 4), dpi=120)
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
     ax_loss.set_xlabel("update")

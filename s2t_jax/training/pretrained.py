@@ -6,17 +6,24 @@ the decoder (often with another vocabulary) starts fresh.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from absl import logging
 
-from s2t_jax.checkpoints.loading import load_checkpoint
+from s2t_jax.checkpoints.workdir import find_training_workdir, load_train_checkpoint
+from s2t_jax.modeling import Speech2TextForConditionalGeneration
 
 
 def load_pretrained_encoder(path: str, params: dict) -> dict:
     """fairseq's --load-pretrained-encoder-from: copy encoder weights from a model dir (ours or
     transformers'), a fairseq .pt, or another training workdir."""
-    source = load_checkpoint(path).model.params
+    training = find_training_workdir(path) if os.path.isdir(path) else None
+    if training is not None:
+        _, source, _ = load_train_checkpoint(*training)  # numpy, as the run saved them
+    else:
+        source = Speech2TextForConditionalGeneration.from_pretrained(path).params
     new, old = source["encoder"], params["model"]["encoder"]
     shapes_new = jax.tree.map(np.shape, new)
     shapes_old = jax.tree.map(np.shape, old)

@@ -7,8 +7,9 @@ names are fixed by checkpoint conversion), so `logical_axes` derives each array'
 path and rank: `.../fc1/kernel` [in, out] is ('embed', 'mlp'), and so on. Adam's moments and
 the gradient accumulator mirror the params' paths, so one function names the whole state.
 
-With fsdp > 1, XLA all-gathers each weight before use and reduce-scatters its gradient. The batch is split over ('data', 'fsdp') (rule 'batch'). `config.mesh` gives the sizes, one of
-them -1 ("the rest"); `config.sharding.rules` the table. A dimension whose size a rule's mesh
+With fsdp > 1, XLA all-gathers each weight before use and reduce-scatters its gradient. The
+batch is split over ('data', 'fsdp') (rule 'batch'). `config.mesh` gives the sizes, one of them
+-1 ("the rest"); `config.sharding.rules` the table. A dimension whose size a rule's mesh
 axes do not divide stays replicated (logged once), so any vocabulary size works.
 """
 

@@ -58,7 +58,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise ValueError(f"nan_policy={config.nan_policy!r}: expected {resilience.NAN_POLICIES}")
 
     # --- Mesh ------------------------------------------------------------------------------------
-    mesh = make_mesh(config.mesh, config.num_devices)
+    mesh = make_mesh(config.mesh, config.num_devices, physical_layout=True)
     rules = tuple(tuple(r) for r in config.sharding.rules)
     devices = list(mesh.devices.flat)
     replicated = NamedSharding(mesh, P())

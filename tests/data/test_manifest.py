@@ -8,11 +8,11 @@ from s2t_jax.data.manifest import (
     ManifestError,
     Utterance,
     create_zip,
-    load_features_or_waveform,
     read_manifest,
     write_manifest,
     zip_manifest,
 )
+from s2t_jax.frontend.audio_entry import AudioEntryError, load_features_or_waveform
 
 
 def test_manifest_round_trip_keeps_quotes_and_optional_columns(tmp_path):
@@ -77,3 +77,7 @@ def test_npy_zip_and_sound_files_resolve_relative_to_root(tmp_path):
     assert kind == "waveform" and len(w) == 8000
     with pytest.raises(ValueError):
         load_features_or_waveform("missing.flac", tmp_path)
+    with pytest.raises(AudioEntryError, match="offset and length must be integers"):
+        load_features_or_waveform("f.zip:ten:20", tmp_path)
+    with pytest.raises(AudioEntryError, match="file.zip:offset:length"):
+        load_features_or_waveform("f.zip:1", tmp_path)

@@ -8,8 +8,9 @@ import sentencepiece
 import soundfile
 
 from s2t_jax.data.data_config import DataConfig
-from s2t_jax.data.manifest import load_features_or_waveform, read_manifest
+from s2t_jax.data.manifest import read_manifest
 from s2t_jax.data.prep.librispeech import prepare
+from s2t_jax.frontend.audio_entry import load_features_or_waveform
 from s2t_jax.frontend.fbank import kaldi_fbank
 from tests.data.helpers import first_batch
 

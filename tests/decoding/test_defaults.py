@@ -72,3 +72,14 @@ def test_kwargs_and_length_rules(model_dir):
         ours.generate(np.zeros((1, 32, 80), np.float32), do_sample=True)
     with pytest.raises(ValueError, match="input_features"):
         ours.generate(np.zeros((1, 32, 7), np.float32))
+
+
+def test_unknown_settings_are_refused(model_dir):
+    """A misspelt setting is an error, not silently the default (generate, make_generate_fn)."""
+    from s2t_jax.decoding.search import make_generate_fn
+
+    model = Speech2TextForConditionalGeneration.from_pretrained(model_dir)
+    with pytest.raises(TypeError, match="num_beam"):
+        resolve_settings(model, num_beam=4)
+    with pytest.raises(TypeError, match="return_scores"):
+        make_generate_fn(model.config, return_scores=True)

@@ -93,6 +93,8 @@ def test_generation_mesh_choice():
         placement.generation_mesh(9, rows=64)
     with pytest.raises(ValueError, match="empty"):
         placement.generation_mesh([], rows=64)
+    with pytest.raises(ValueError, match="devices=0"):
+        placement.generation_mesh(0, rows=64)
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:

@@ -8,10 +8,11 @@ import soundfile
 import soxr
 
 from s2t_jax import Speech2TextForConditionalGeneration
-from s2t_jax.decoding.transcribe import main, split_windows, window_samples
+from s2t_jax.decoding.transcribe import split_windows, window_samples
 from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 from s2t_jax.frontend.processor import Speech2TextProcessor
 from s2t_jax.frontend.tokenizer import MUSTC_LANGS, Speech2TextTokenizer
+from s2t_jax.transcribe import main
 from tests.decoding.conftest import AUDIO_DIRS, AUDIO_NAME
 from tests.hf_models import SHAPES, make_hf_model
 

@@ -25,12 +25,12 @@ import sacrebleu
 import soundfile
 import torch
 
-from s2t_jax.checkpoints.loading import LoadedCheckpoint, load_checkpoint
 from s2t_jax.data.prep.demo_corpus import train_spm
 from s2t_jax.decoding.buckets import bucket_for
 from s2t_jax.decoding.sharded import ShardedGenerator
 from s2t_jax.evaluation import evaluate as ev
 from s2t_jax.evaluation import outputs
+from s2t_jax.evaluation.checkpoint import LoadedCheckpoint, load_checkpoint
 from s2t_jax.evaluation.metrics import TextNormalizer
 from s2t_jax.evaluation.sources import choose_frontend
 from tests.hf_models import make_hf_model

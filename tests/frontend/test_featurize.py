@@ -59,10 +59,10 @@ def test_utterance_cmvn_from_data_config(tmp_path, libri):
         {"_train": ["utterance_cmvn", "specaugment"], "*": []},
         utterance_cmvn={"norm_means": True, "norm_vars": False},
     )
-    train = Featurizer.from_data_config(data, "train", is_train=True)
+    train = data.featurizer("train", is_train=True)
     assert train.cmvn == [UtteranceCMVN(True, False)]
     np.testing.assert_array_equal(train(str(path))[0], utterance_cmvn(raw, None, True, False))
-    dev = Featurizer.from_data_config(data, "dev", is_train=False)
+    dev = data.featurizer("dev", is_train=False)
     np.testing.assert_array_equal(dev(str(path))[0], raw)
 
 
@@ -70,7 +70,7 @@ def test_global_cmvn_from_data_config(tmp_path, libri):
     path, _, raw = libri
     stats = _stats(1)
     data = _data_config(tmp_path, {"*": ["global_cmvn", "utterance_cmvn"]}, stats)
-    featurizer = Featurizer.from_data_config(data, "dev", is_train=False)
+    featurizer = data.featurizer("dev", is_train=False)
     scale = (1.0 / stats["std"]).astype(np.float32)
     want = utterance_cmvn((raw - stats["mean"].astype(np.float32)) * scale)
     np.testing.assert_array_equal(featurizer(str(path))[0], want)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from s2t_jax.checkpoints.workdir import find_training_workdir, load_train_checkpoint
+from s2t_jax.modeling import Speech2TextForConditionalGeneration
 
 
 @dataclasses.dataclass
@@ -25,8 +26,6 @@ class LoadedCheckpoint:
 
 def load_checkpoint(path: str | os.PathLike, dtype: str | None = None) -> LoadedCheckpoint:
     """A model dir (ours or transformers'), a fairseq .pt, or a training workdir / checkpoint."""
-    from s2t_jax.modeling import Speech2TextForConditionalGeneration
-
     path = os.path.abspath(os.fspath(path))
     training = find_training_workdir(path) if os.path.isdir(path) else None
     if training is not None:

@@ -1,0 +1,89 @@
+"""A model on disk -> (config, params), and back: our model directories (config.json + Orbax
+`params/`), transformers' (config.json + safetensors or pytorch_model.bin) and fairseq `.pt`.
+
+Why here and not in the model classes: conversion, export and checkpoint averaging write model
+directories too. With the formats in the checkpoints stage they need no user-API class, and
+`modeling.py`, which builds its `from_pretrained` / `save_pretrained` on these two functions,
+stays at the top of the import graph.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from s2t_jax.checkpoints import orbax_io
+from s2t_jax.checkpoints.fairseq import load_fairseq_checkpoint
+from s2t_jax.checkpoints.hf import hf_state_dict_to_params, load_hf_state_dict, save_hf_dir
+from s2t_jax.models.config import Speech2TextConfig
+from s2t_jax.models.params import abstract_params
+
+PARAMS_DIR = "params"
+# Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
+SIDE_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "generation_config.json",
+    "added_tokens.json",
+)
+
+
+def weights_kind(path: str) -> str:
+    """ "ours", "transformers" or "fairseq"; raises naming the path when it is none of them."""
+    if os.path.isfile(path):
+        if path.endswith((".pt", ".bin")):
+            return "fairseq"
+        raise ValueError(f"{path}: expected a model directory or a fairseq .pt file")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such model directory or checkpoint")
+    if os.path.isdir(os.path.join(path, PARAMS_DIR)):
+        return "ours"
+    return "transformers"
+
+
+def load_model_dir(path: str, with_lm_head: bool = True, **config_overrides):
+    """Any of the three formats -> (Speech2TextConfig, params as numpy float32).
+
+    with_lm_head=False reads the weights as transformers' Speech2TextModel (no LM head).
+    """
+    kind = weights_kind(path)
+    if kind == "fairseq":
+        config, params = load_fairseq_checkpoint(path)
+        return config.replace(**config_overrides), params
+    config = Speech2TextConfig.from_pretrained(path, **config_overrides)
+    if kind == "ours":
+        target = abstract_params(config.replace(param_dtype="float32"), with_lm_head)
+        return config, orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
+    state = load_hf_state_dict(path)
+    if not with_lm_head:
+        state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
+        state = {("model." + k if not k.startswith("model.") else k): v for k, v in state.items()}
+    return config, hf_state_dict_to_params(state, config, with_lm_head)
+
+
+def save_model_dir(
+    path: str, config, params, transformers_format: bool = False, source_dir: str | None = None
+) -> None:
+    """Ours: config.json + Orbax params/. transformers_format: config.json + safetensors.
+
+    The tokenizer, feature-extractor and generation files of `source_dir` are copied along.
+    """
+    os.makedirs(path, exist_ok=True)
+    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    if transformers_format:
+        save_hf_dir(params, config, path)
+    else:
+        config.save_pretrained(path)
+        orbax_io.save_params(os.path.join(path, PARAMS_DIR), params)
+    if source_dir and os.path.abspath(source_dir) != os.path.abspath(path):
+        for name in SIDE_FILES:
+            src = os.path.join(source_dir, name)
+            if os.path.exists(src):
+                shutil.copy2(src, os.path.join(path, name))
