@@ -88,11 +88,35 @@ def config_from_fairseq(checkpoint: dict) -> Speech2TextConfig:
     )
 
 
+# The tensors the config is read from, with their rank.
+_SHAPE_KEYS = {
+    "decoder.embed_tokens.weight": 2,
+    "encoder.transformer_layers.0.fc1.weight": 2,
+    "decoder.layers.0.fc1.weight": 2,
+    "encoder.subsample.conv_layers.0.weight": 3,
+}
+
+
+def _check_shape_keys(path: str, state: dict) -> None:
+    """Names what is missing or malformed before the config is read from the tensor shapes."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: 'model' is a {type(state).__name__}, not a state dict")
+    missing = sorted(k for k in _SHAPE_KEYS if k not in state)
+    if missing:
+        raise ValueError(f"{path}: not a fairseq S2T checkpoint: missing keys {missing}")
+    for key, rank in _SHAPE_KEYS.items():
+        if np.ndim(state[key]) != rank:
+            raise ValueError(
+                f"{path}: {key} has shape {np.shape(state[key])}, expected {rank} dimensions"
+            )
+
+
 def load_fairseq_checkpoint(path: str):
     """fairseq S2T `.pt` -> (config, params). Loads with the allowlisted unpickler."""
     checkpoint = load_torch_checkpoint(path)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+    _check_shape_keys(path, checkpoint["model"])
     config = config_from_fairseq(checkpoint)
     state = fairseq_state_dict_to_hf(checkpoint["model"])
     if config.tie_word_embeddings:

@@ -128,21 +128,30 @@ def params_to_hf_state_dict(params, config: Speech2TextConfig) -> dict[str, np.n
 # --- transformers directories ----------------------------------------------------------------
 
 
-def load_hf_state_dict(path: str) -> dict[str, np.ndarray]:
-    """State dict from a transformers dir: model.safetensors, a sharded index, or a .bin."""
+def _load_safetensors(file: str) -> dict[str, np.ndarray]:
+    """One safetensors file; a damaged one (truncated, bad header) is an error naming it."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from e
+
+
+def load_hf_state_dict(path: str) -> dict[str, np.ndarray]:
+    """State dict from a transformers dir: model.safetensors, a sharded index, or a .bin."""
     single = os.path.join(path, "model.safetensors")
     index = os.path.join(path, "model.safetensors.index.json")
     bin_file = os.path.join(path, "pytorch_model.bin")
     if os.path.exists(single):
-        return load_file(single)
+        return _load_safetensors(single)
     if os.path.exists(index):
         with open(index) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         state = {}
         for shard in shards:
-            state.update(load_file(os.path.join(path, shard)))
+            state.update(_load_safetensors(os.path.join(path, shard)))
         return state
     if os.path.exists(bin_file):
         state = load_torch_checkpoint(bin_file)

@@ -60,12 +60,37 @@ def load_model_dir(path: str, with_lm_head: bool = True, **config_overrides):
     config = Speech2TextConfig.from_pretrained(path, **config_overrides)
     if kind == "ours":
         target = abstract_params(config.replace(param_dtype="float32"), with_lm_head)
-        return config, orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
+        try:
+            params = orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
+        except ValueError as e:  # Orbax: the saved tree has other arrays than the target
+            raise ValueError(
+                f"{path}: {PARAMS_DIR}/ does not hold the arrays config.json describes "
+                f"({str(e).splitlines()[0][:300]})"
+            ) from e
+        _check_shapes(path, params, target)
+        return config, params
     state = load_hf_state_dict(path)
     if not with_lm_head:
         state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
         state = {("model." + k if not k.startswith("model.") else k): v for k, v in state.items()}
     return config, hf_state_dict_to_params(state, config, with_lm_head)
+
+
+def _check_shapes(path: str, params, target) -> None:
+    """Orbax restores what was saved, whatever the target says: a config.json that disagrees
+    with the saved params must not load as a silently different model."""
+    got = {
+        jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)
+    }
+    want = {
+        jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(target)
+    }
+    for name in sorted(set(got) | set(want)):
+        if got.get(name) != want.get(name):
+            raise ValueError(
+                f"{path}: params{name} has shape {got.get(name, 'missing')} in {PARAMS_DIR}/, but "
+                f"config.json gives {want.get(name, 'no such array')}"
+            )
 
 
 def save_model_dir(

@@ -40,13 +40,63 @@ class _StorageType:
         self.dtype = np.dtype(dtype)
 
 
+class _Storage:
+    """A storage record's values, with what error messages need to name it."""
+
+    def __init__(self, values: np.ndarray, path: str, key: str):
+        self.values, self.path, self.key = values, path, key
+
+
+def _whole_numbers(value, what: str, storage: _Storage) -> tuple[int, ...]:
+    items = value if isinstance(value, (tuple, list)) else None
+    if items is None or not all(type(v) is int for v in items):
+        raise UnsafeCheckpointError(
+            f"{storage.path}: tensor record of storage {storage.key}: {what} must be a tuple of "
+            f"integers, got {value!r}"
+        )
+    return tuple(items)
+
+
 def _rebuild_tensor(storage, offset, size, stride, *unused):
-    """torch._utils._rebuild_tensor_v2 in numpy: a strided view into a storage, copied."""
-    item = storage.itemsize
+    """torch._utils._rebuild_tensor_v2 in numpy: a strided view into a storage, copied.
+
+    The record's offset, shape and strides come from the file, so they are checked against the
+    storage's real length before anything is viewed: a view past its end would read (or, with
+    a huge stride, crash on) this process's memory. Negative strides and tensors with more
+    elements than their storage (torch's expanded views, which checkpoints do not hold) are
+    refused too.
+    """
+    if not isinstance(storage, _Storage):
+        raise UnsafeCheckpointError(f"tensor record without a storage: {storage!r}")
+    size = _whole_numbers(size, "its shape", storage)
+    stride = _whole_numbers(stride, "its strides", storage)
+    length = storage.values.shape[0]
+    record = f"offset {offset!r}, shape {size}, strides {stride}"
+    bad = None
+    if type(offset) is not int or offset < 0:
+        bad = "the offset must be a non-negative integer"
+    elif len(size) != len(stride):
+        bad = "shape and strides differ in length"
+    elif any(n < 0 for n in size) or any(s < 0 for s in stride):
+        bad = "sizes and strides must be >= 0"
+    elif 0 in size:
+        bad = None if offset <= length else "the offset is past the end of the storage"
+    else:
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= length:
+            bad = f"it reaches element {last} of a storage of {length}"
+        elif int(np.prod(size, dtype=np.float64)) > length:
+            bad = f"it has more elements than its storage of {length}"
+    if bad is not None:
+        raise UnsafeCheckpointError(
+            f"{storage.path}: tensor record of storage {storage.key} ({record}) is out of "
+            f"bounds: {bad}"
+        )
+    values = storage.values
     if not size:
-        return storage[offset].copy()
+        return values[offset].copy()
     view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride)
+        values[offset:], shape=size, strides=tuple(s * values.itemsize for s in stride)
     )
     return np.ascontiguousarray(view)
 
@@ -102,8 +152,19 @@ class _Unpickler(pickle.Unpickler):
         _, storage_type, key, _location, _numel = pid
         if not isinstance(storage_type, _StorageType):
             raise UnsafeCheckpointError(f"{self._path}: bad storage type {storage_type!r}")
-        raw = self._archive.read(f"{self._prefix}/data/{key}")
-        return np.frombuffer(raw, dtype=storage_type.dtype)
+        name = f"{self._prefix}/data/{key}"
+        try:
+            raw = self._archive.read(name)
+        except KeyError:
+            raise UnsafeCheckpointError(
+                f"{self._path}: the pickle names storage record {name}, which the file lacks"
+            ) from None
+        if len(raw) % storage_type.dtype.itemsize:
+            raise UnsafeCheckpointError(
+                f"{self._path}: storage record {name} holds {len(raw)} bytes, not a whole "
+                f"number of {storage_type.dtype} values"
+            )
+        return _Storage(np.frombuffer(raw, dtype=storage_type.dtype), self._path, str(key))
 
 
 def load_torch_checkpoint(path: str | os.PathLike):

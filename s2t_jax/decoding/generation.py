@@ -39,6 +39,47 @@ class GenerateOutput:
         return getattr(self, key)
 
 
+def checked_inputs(input_features, attention_mask, feature_size: int):
+    """(features float32 [batch, frames, feature_size], mask int32 [batch, frames]) of a call,
+    or a ValueError naming the argument and the row: an empty batch, no frames, a row with no
+    valid frame, or NaN / Inf values would otherwise decode to ids as if nothing were wrong.
+    One pass over the features on the host, outside the jitted search."""
+    try:
+        features = np.asarray(input_features, np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"input_features must be a numeric array, not {type(input_features).__name__} ({e})"
+        ) from e
+    if features.ndim == 2:
+        features = features[None]
+    if features.ndim != 3 or features.shape[-1] != feature_size:
+        raise ValueError(
+            f"input_features must be [batch, frames, {feature_size}], got shape {features.shape}"
+        )
+    batch, frames = features.shape[:2]
+    if batch == 0 or frames == 0:
+        raise ValueError(
+            f"input_features has no {'utterance' if batch == 0 else 'frame'} (shape {features.shape})"
+        )
+    finite = np.isfinite(features).all(axis=(1, 2))  # [batch]
+    if not finite.all():
+        raise ValueError(f"input_features row {int(np.argmin(finite))} holds NaN or Inf values")
+    if attention_mask is None:
+        return features, np.ones((batch, frames), np.int32)
+    try:
+        mask = np.asarray(attention_mask, np.int32).reshape(batch, -1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"attention_mask must be a [batch={batch}, frames={frames}] array of 0/1 ({e})"
+        ) from e
+    if mask.shape[1] != frames:
+        raise ValueError(f"attention_mask has {mask.shape[1]} frames, features {frames}")
+    empty = mask.sum(1) <= 0  # [batch]
+    if empty.any():
+        raise ValueError(f"attention_mask row {int(np.argmax(empty))} has no valid frame")
+    return features, mask
+
+
 def generate(
     model,
     input_features,
@@ -111,22 +152,11 @@ def generate(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
     )
-    features = np.asarray(input_features, np.float32)
-    if features.ndim == 2:
-        features = features[None]
     cfg = model.config
-    expected = cfg.input_feat_per_channel * cfg.input_channels
-    if features.ndim != 3 or features.shape[-1] != expected:
-        raise ValueError(
-            f"input_features must be [batch, frames, {expected}], got shape {features.shape}"
-        )
+    features, mask = checked_inputs(
+        input_features, attention_mask, cfg.input_feat_per_channel * cfg.input_channels
+    )
     batch, frames = features.shape[:2]
-    if attention_mask is None:
-        mask = np.ones((batch, frames), np.int32)
-    else:
-        mask = np.asarray(attention_mask, np.int32).reshape(batch, -1)
-        if mask.shape[1] != frames:
-            raise ValueError(f"attention_mask has {mask.shape[1]} frames, features {frames}")
     padded_frames = bucket_for(frames, buckets)
     padded_batch = bucket_for(batch, batch_buckets)
     mesh = generation_mesh(devices, padded_batch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -91,7 +92,14 @@ class GenerationSettings:
             errors.append(f"early_stopping={self.early_stopping!r} must be True, False or 'never'")
         if self.min_length < 0 or self.no_repeat_ngram_size < 0:
             errors.append("min_length and no_repeat_ngram_size must be >= 0")
-        for name in ("forced_bos_token_id", "decoder_start_token_id", "eos_token_id"):
+        if not math.isfinite(self.length_penalty):
+            errors.append(f"length_penalty={self.length_penalty} must be a finite number")
+        for name in (
+            "forced_bos_token_id",
+            "decoder_start_token_id",
+            "eos_token_id",
+            "pad_token_id",
+        ):
             value = getattr(self, name)
             if value is not None and not 0 <= value < vocab_size:
                 errors.append(f"{name}={value} must be in [0, vocab_size={vocab_size})")

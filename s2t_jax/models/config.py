@@ -14,6 +14,29 @@ import os
 from typing import Any
 
 _OURS_ONLY = ("dtype", "param_dtype", "zero_padded_frames")
+# Upper limits on sizes, far above any released model, so a corrupt or hostile config.json
+# fails at once instead of allocating without bound.
+_MAXIMA = {
+    "vocab_size": 1 << 24,
+    "encoder_layers": 1000,
+    "decoder_layers": 1000,
+    "encoder_ffn_dim": 1 << 20,
+    "decoder_ffn_dim": 1 << 20,
+    "encoder_attention_heads": 1024,
+    "decoder_attention_heads": 1024,
+    "d_model": 1 << 16,
+    "num_conv_layers": 8,
+    "conv_channels": 1 << 16,
+    "conv_kernel_size": 1024,
+    "input_feat_per_channel": 4096,
+    "input_channels": 64,
+    "max_source_positions": 1 << 20,
+    "max_target_positions": 1 << 20,
+}
+
+
+def _is_int(value) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")  # int, numpy ints
 
 
 @dataclasses.dataclass
@@ -61,8 +84,42 @@ class Speech2TextConfig:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        self._check_types()
         self.conv_kernel_sizes = tuple(int(k) for k in self.conv_kernel_sizes)
         self.validate()
+
+    def _check_types(self):
+        """Types and sizes, before anything is allocated from them: a config.json with
+        `"d_model": "32"`, a float or 1e9 layer count or `null` kernels is refused with the
+        field's name, instead of a bare TypeError or a build that hangs while memory grows."""
+        errors = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int":
+                nullable = f.name.endswith("_token_id")
+                if not (_is_int(value) or (nullable and value is None)):
+                    errors.append(f"{f.name}={value!r} must be an integer")
+                elif value is not None and f.name in _MAXIMA and value > _MAXIMA[f.name]:
+                    errors.append(f"{f.name}={value} is above the limit of {_MAXIMA[f.name]}")
+            elif f.type == "float" and not (_is_int(value) or isinstance(value, float)):
+                errors.append(f"{f.name}={value!r} must be a number")
+            elif f.type == "bool" and not isinstance(value, bool):
+                if not (f.name == "early_stopping" and value == "never"):
+                    errors.append(f"{f.name}={value!r} must be true or false")
+            elif f.type == "str" and not isinstance(value, str):
+                errors.append(f"{f.name}={value!r} must be a string")
+        kernels = self.conv_kernel_sizes
+        if not isinstance(kernels, (list, tuple)) or not all(
+            _is_int(k) and 1 <= k <= _MAXIMA["conv_kernel_size"] for k in kernels
+        ):
+            errors.append(
+                f"conv_kernel_sizes={kernels!r} must be a list of integers in "
+                f"[1, {_MAXIMA['conv_kernel_size']}]"
+            )
+        if not isinstance(self.extra, dict):
+            errors.append(f"extra={self.extra!r} must be an object")
+        if errors:
+            raise ValueError("Invalid Speech2TextConfig: " + "; ".join(errors))
 
     def validate(self):
         """Rejects values that cannot build a model, naming the field and what was expected."""
@@ -131,6 +188,10 @@ class Speech2TextConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Speech2TextConfig:
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"a Speech2Text config must be a JSON object, got {type(data).__name__}"
+            )
         data = dict(data)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: data.pop(k) for k in list(data) if k in names}
@@ -169,7 +230,10 @@ class Speech2TextConfig:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> Speech2TextConfig:

@@ -2,6 +2,7 @@
 
 import argparse
 import collections
+import io
 import json
 import os
 import pickle
@@ -14,9 +15,9 @@ import pytest
 import torch
 import transformers
 
-from s2t_jax import Speech2TextForConditionalGeneration
+from s2t_jax import Speech2TextConfig, Speech2TextForConditionalGeneration
 from s2t_jax.checkpoints.safe_pickle import UnsafeCheckpointError, load_torch_checkpoint
-from tests.hf_models import SHAPES, random_features, save_hf_model
+from tests.hf_models import SHAPES, TINY, random_features, save_hf_model
 
 TOL = 1e-4
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -189,11 +190,103 @@ def test_config_json_keeps_unknown_keys(hf_dir, tmp_path):
     data = json.loads((path / "config.json").read_text())
     data["some_future_key"] = {"a": 1}
     (tmp_path / "config.json").write_text(json.dumps(data))
-    from s2t_jax import Speech2TextConfig
-
     config = Speech2TextConfig.from_pretrained(tmp_path)
     config.save_pretrained(tmp_path / "out")
     again = json.loads((tmp_path / "out" / "config.json").read_text())
     assert again["some_future_key"] == {"a": 1}
     assert again["d_model"] == data["d_model"]
     assert again["conv_kernel_sizes"] == data["conv_kernel_sizes"]
+
+
+_STORAGE = object()  # stands for storage record "0" of a crafted checkpoint
+
+
+class _Record:
+    """A tensor record as torch writes it, with whatever offset, shape and strides we like."""
+
+    def __init__(self, offset, size, stride):
+        self.args = (offset, size, stride)
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (_STORAGE, *self.args, False, {}))
+
+
+def _crafted_checkpoint(path, record, storage_floats=4, storage_file=True):
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if obj is _STORAGE:
+                return ("storage", torch.FloatStorage, "0", "cpu", storage_floats)
+            return None
+
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=2).dump({"model.encoder.layer_norm.weight": record})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buffer.getvalue())
+        if storage_file:
+            z.writestr("archive/data/0", np.arange(storage_floats, dtype=np.float32).tobytes())
+    return path
+
+
+def test_tensor_records_are_checked_against_their_storage(tmp_path):
+    path = tmp_path / "pytorch_model.bin"
+    good = load_torch_checkpoint(_crafted_checkpoint(path, _Record(1, (3,), (1,))))
+    np.testing.assert_array_equal(good["model.encoder.layer_norm.weight"], [1.0, 2.0, 3.0])
+    transposed = load_torch_checkpoint(_crafted_checkpoint(path, _Record(0, (2, 2), (1, 2))))
+    np.testing.assert_array_equal(transposed["model.encoder.layer_norm.weight"], [[0, 2], [1, 3]])
+    for record, reason in (
+        (_Record(0, (4096,), (1,)), "reaches element 4095 of a storage of 4"),
+        (_Record(0, (2,), (2**40,)), "reaches element"),
+        (_Record(0, (2,), (-1,)), "strides must be >= 0"),
+        (_Record(4, (1,), (1,)), "reaches element 4"),
+        (_Record(9, (0,), (1,)), "offset is past the end"),
+        (_Record(-1, (1,), (1,)), "non-negative integer"),
+        (_Record(0, (8,), (0,)), "more elements than its storage"),
+        (_Record(0, (2, 2), (1,)), "differ in length"),
+        (_Record(0, ("2",), (1,)), "must be a tuple of integers"),
+        (_Record(5, (), ()), "reaches element 5"),
+    ):
+        with pytest.raises(UnsafeCheckpointError, match=reason) as info:
+            load_torch_checkpoint(_crafted_checkpoint(path, record))
+        assert str(path) in str(info.value) and "storage 0" in str(info.value)
+    with pytest.raises(UnsafeCheckpointError, match="archive/data/0, which the file lacks"):
+        load_torch_checkpoint(_crafted_checkpoint(path, _Record(0, (1,), (1,)), storage_file=False))
+
+
+def test_damaged_weights_name_the_file(hf_dir, tmp_path):
+    _, path = hf_dir
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((path / name).read_bytes())
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    for damaged in (data[: len(data) // 2], b"\xff" * 20):
+        weights.write_bytes(damaged)
+        with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors"):
+            Speech2TextForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_fairseq_checkpoint_without_its_shape_tensors_is_named(hf_dir, tmp_path):
+    hf, _ = hf_dir
+    state = _fairseq_state_dict(hf)
+    pt = tmp_path / "checkpoint_best.pt"
+    without = {k: v for k, v in state.items() if k != "decoder.embed_tokens.weight"}
+    torch.save({"model": without, "args": argparse.Namespace(arch="s2t_transformer_s")}, pt)
+    with pytest.raises(ValueError, match=r"missing keys \['decoder.embed_tokens.weight'\]"):
+        Speech2TextForConditionalGeneration.from_pretrained(pt)
+    flat = dict(state, **{"encoder.subsample.conv_layers.0.weight": torch.ones(4)})
+    torch.save({"model": flat, "args": argparse.Namespace(arch="s2t_transformer_s")}, pt)
+    with pytest.raises(ValueError, match="conv_layers.0.weight has shape .*expected 3"):
+        Speech2TextForConditionalGeneration.from_pretrained(pt)
+
+
+def test_our_params_must_match_config_json(tmp_path):
+    config = Speech2TextConfig(**TINY)
+    Speech2TextForConditionalGeneration(config).save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    for change, message in (
+        ({"encoder_ffn_dim": data["encoder_ffn_dim"] + 32}, r"\['fc1'\]\['bias'\] has shape"),
+        ({"encoder_layers": data["encoder_layers"] + 1}, "does not hold the arrays config.json"),
+    ):
+        (tmp_path / "config.json").write_text(json.dumps({**data, **change}))
+        with pytest.raises(ValueError, match=message) as info:
+            Speech2TextForConditionalGeneration.from_pretrained(tmp_path)
+        assert str(tmp_path) in str(info.value)

@@ -1,5 +1,7 @@
 """Speech2TextConfig validation and the released architectures' parameter shapes."""
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -83,3 +85,30 @@ def test_released_shapes_match_transformers(name):
         expected = shape[::-1] if path[-1] == "kernel" else shape
         assert tuple(leaf.shape) == expected, path
     assert not ref_shapes
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"encoder_layers": 1e9}, "encoder_layers=1000000000.0 must be an integer"),
+        ({"encoder_layers": 10**9}, "encoder_layers=1000000000 is above the limit of 1000"),
+        ({"conv_kernel_sizes": [0, 0]}, r"conv_kernel_sizes=\[0, 0\] must be a list of integers"),
+        ({"conv_kernel_sizes": None}, "conv_kernel_sizes=None must be a list"),
+        ({"d_model": "32"}, "d_model='32' must be an integer"),
+        ({"dropout": "0.1"}, "dropout='0.1' must be a number"),
+        ({"tie_word_embeddings": "yes"}, "tie_word_embeddings='yes' must be true or false"),
+    ],
+)
+def test_config_json_types_and_sizes_are_checked_first(tmp_path, change, message):
+    """Refused with the file and the field named, before any array is allocated."""
+    data = {**Speech2TextConfig().to_dict(), **change}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as info:
+        Speech2TextConfig.from_pretrained(tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
+def test_config_json_must_be_an_object(tmp_path):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json: a Speech2Text config must be a JSON object"):
+        Speech2TextConfig.from_pretrained(tmp_path)
