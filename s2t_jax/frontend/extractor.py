@@ -5,7 +5,8 @@ attention mask, with transformers' constructor arguments, config files and call 
 Deliberate differences from transformers, all at edges where it breaks:
   * CMVN floors the variance at 1e-10 (std = sqrt(max(var, 1e-10))) as fairseq does, so digital
     silence, pure tones and one-frame utterances give finite features instead of NaN;
-  * utterances shorter than one frame give zero frames instead of a numpy error;
+  * an utterance shorter than one frame, or with NaN / Inf samples, is an AudioError naming its
+    batch index (transformers gives a numpy error or NaN features);
   * `padding_side="left"` normalises over the real frames (transformers uses the first n rows);
   * frame length / hop / FFT size follow the sampling rate (25 ms / 10 ms / next power of two),
     as in Kaldi, instead of being fixed at 400/160/512 (identical at 16 kHz);
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from s2t_jax.frontend.audio import AudioError, validate_waveform
 from s2t_jax.frontend.cmvn import GlobalCMVN, UtteranceCMVN, apply_cmvn, load_global_cmvn
-from s2t_jax.frontend.fbank import kaldi_fbank
+from s2t_jax.frontend.fbank import FRAME_SECONDS, kaldi_fbank, num_frames
 from s2t_jax.frontend.model_inputs import BatchFeature
 from s2t_jax.frontend.padding import padding_strategy, round_up
 
@@ -184,6 +186,25 @@ class Speech2TextFeatureExtractor:
             f"raw_speech must be an array or a list of arrays, got {type(raw_speech).__name__}"
         )
 
+    def _checked_waveform(self, wave: np.ndarray, index: int, from_2d: bool) -> np.ndarray:
+        """A waveform that makes at least one frame of finite features, or an AudioError naming
+        its batch index: no utterance decodes from 0 frames, and NaN never reaches a model."""
+        name = f"raw_speech[{index}]"
+        wave = validate_waveform(wave, name=name)  # numeric, non-empty, finite
+        if num_frames(len(wave), self.sampling_rate) == 0:
+            hint = ""
+            if from_2d:
+                hint = (
+                    "; a 2-D array is a batch [batch, samples], so for [samples, channels] "
+                    "audio down-mix it first (s2t_jax.load_audio does for files)"
+                )
+            frame = round(FRAME_SECONDS * self.sampling_rate)
+            raise AudioError(
+                f"{name}: {len(wave)} samples, fewer than one {FRAME_SECONDS * 1000:g} ms frame "
+                f"({frame} samples at {self.sampling_rate} Hz){hint}"
+            )
+        return wave
+
     def __call__(
         self,
         raw_speech,
@@ -220,7 +241,16 @@ class Speech2TextFeatureExtractor:
             raise ValueError("truncation=True needs max_length")
 
         waves = self._as_waveforms(raw_speech)
+        from_2d = getattr(raw_speech, "ndim", 0) == 2  # a numpy / jax array of [batch, samples]
+        for i, wave in enumerate(waves):
+            waves[i] = self._checked_waveform(wave, i, from_2d)
         features = kaldi_fbank(waves, self.sampling_rate, self.num_mel_bins, self.dither)
+        for i, f in enumerate(features):
+            if not np.isfinite(f).all():
+                raise AudioError(
+                    f"raw_speech[{i}]: samples too large for a float32 spectrum (largest "
+                    f"|sample| {float(np.abs(waves[i]).max()):.3g}; audio is expected in [-1, 1])"
+                )
         if truncation:
             limit = round_up(max_length, pad_to_multiple_of)
             features = [f[:limit] for f in features]

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from s2t_jax.frontend.audio import AudioError
 from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 from tests.frontend.signals import CMVN_ATOL, SR, WELL_CONDITIONED, assert_raw_close, synthetic
 
@@ -194,11 +195,23 @@ def test_silence_normalises_to_zero(ours):
     np.testing.assert_array_equal(out, 0.0)
 
 
-def test_shorter_than_a_frame(ours):
-    out = ours([np.zeros(100, np.float32), np.zeros(399, np.float32)], sampling_rate=SR)
-    assert [f.shape for f in out["input_features"]] == [(0, 80), (0, 80)]
-    padded = ours([np.zeros(100, np.float32), synthetic()["chirp"]], sampling_rate=SR, padding=True)
-    assert padded["attention_mask"][0].sum() == 0 and np.isfinite(padded["input_features"][0]).all()
+def test_bad_waveforms_are_named_by_batch_index(ours):
+    """No 0-frame row and no NaN feature is passed on: each is an AudioError naming its row."""
+    chirp = synthetic()["chirp"]
+    nan = chirp.copy()
+    nan[7] = np.nan
+    cases = [
+        ([chirp, np.zeros(399, np.float32)], r"raw_speech\[1\]: 399 samples, fewer than one 25 ms"),
+        ([chirp, np.zeros(0, np.float32)], r"raw_speech\[1\]: audio has zero length"),
+        ([nan, chirp], r"raw_speech\[0\]: audio holds 1 NaN/inf"),
+        ([chirp * 1e20], r"raw_speech\[0\]: samples too large"),
+        (np.zeros((16000, 2), np.float32), r"raw_speech\[0\]: 2 samples.*\[samples, channels\]"),
+    ]
+    for speech, message in cases:
+        with pytest.raises(AudioError, match=message):
+            ours(speech, sampling_rate=SR, padding=True)
+    out = ours([np.zeros(400, np.float32), chirp], sampling_rate=SR)  # exactly one frame
+    assert out["input_features"][0].shape == (1, 80)
 
 
 # ---- global CMVN --------------------------------------------------------------------------------
