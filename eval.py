@@ -38,6 +38,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("dtype", None, "Compute dtype: float32, bfloat16, float16.")
 flags.DEFINE_bool("overwrite", False, "Discard earlier results in output_dir.")
+flags.DEFINE_bool(
+    "strict", False, "A bad manifest row or unreadable audio ends the run (default: skip it)."
+)
 flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation cache dir.")
 flags.mark_flags_as_required(["checkpoint", "manifest"])
 FLAGS = flags.FLAGS
@@ -80,6 +83,7 @@ def main(argv):
         num_devices=FLAGS.num_devices,
         dtype=FLAGS.dtype,
         overwrite=FLAGS.overwrite,
+        strict=FLAGS.strict,
     )
     if results:  # process 0
         print(outputs.summary_line(results))

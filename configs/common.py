@@ -95,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
             buckets=(256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 3600),
             max_sentences=0,  # cap on utterances per batch (fairseq --batch-size); 0: none
             num_workers=4,  # Grain worker processes decoding audio / reading features
-            skip_bad_audio=True,  # False: an unreadable file stops training
+            skip_bad_audio=True,  # False: an unreadable file or bad manifest row stops training
         )
     )
     c.num_devices = -1  # devices in the mesh; -1: all (multi-process runs use all)

@@ -17,7 +17,8 @@ import dataclasses
 import io
 import os
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,11 +27,25 @@ from s2t_jax.frontend.audio_entry import NPY_MAGIC, read_bytes
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "tgt_text")
 OPTIONAL_COLUMNS = ("speaker", "src_text", "src_lang", "tgt_lang")
 # fairseq writes manifests with csv.QUOTE_NONE; texts may contain quotes, so we must not unquote.
+T = TypeVar("T")
 _TSV = dict(delimiter="\t", quotechar=None, doublequote=False, quoting=csv.QUOTE_NONE)
 
 
 class ManifestError(ValueError):
     """A manifest that cannot be read: missing columns, bad rows. The message names the line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BadRow:
+    """A manifest row that was reported and skipped: where it is, its id if any, and why."""
+
+    path: str
+    line: int
+    id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}" + (f" (id {self.id})" if self.id else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,33 +60,82 @@ class Utterance:
     tgt_lang: str = ""
 
 
-def read_manifest(path: str | os.PathLike) -> list[Utterance]:
-    """Reads one fairseq TSV manifest. Raises ManifestError naming the file and line."""
+def read_manifest(
+    path: str | os.PathLike, on_bad_row: Callable[[BadRow], None] | None = None
+) -> list[Utterance]:
+    """Reads one fairseq TSV manifest (see `read_table` for how bad rows are handled)."""
+    return read_table(path, REQUIRED_COLUMNS, utterance_from_row, on_bad_row)
+
+
+def utterance_from_row(row: dict[str, str]) -> Utterance:
+    try:
+        n_frames = int(row["n_frames"])
+    except ValueError:
+        n_frames = -1
+    if n_frames < 0:
+        raise ValueError(f"n_frames {row['n_frames']!r}: expected an integer >= 0")
+    return Utterance(
+        id=row["id"],
+        audio=row["audio"],
+        n_frames=n_frames,
+        tgt_text=row["tgt_text"],
+        **{c: row.get(c) or "" for c in OPTIONAL_COLUMNS},
+    )
+
+
+def read_table(
+    path: str | os.PathLike,
+    required: Sequence[str],
+    convert: Callable[[dict[str, str]], T],
+    on_bad_row: Callable[[BadRow], None] | None = None,
+) -> list[T]:
+    """Reads a TSV with a header holding `required` columns; `convert` turns each row's dict
+    into a record (raising ValueError for a bad value).
+
+    A bad row (a wrong number of fields, bytes that are not UTF-8, an empty id or audio, a
+    value `convert` refuses) raises ManifestError naming the file and line, or, when
+    `on_bad_row` is given, is handed to it and skipped, so one bad row among a million does not
+    end a run. A bad header is always an error. Lines are split on tabs only, without quoting,
+    as fairseq writes them (csv.QUOTE_NONE); blank lines are skipped.
+    """
     path = os.fspath(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, **_TSV)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ManifestError(f"{path}: header {header} lacks columns {missing}")
-        rows = []
-        for line_no, row in enumerate(reader, start=2):
-            if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
-                raise ManifestError(f"{path}:{line_no}: wrong number of tab-separated fields")
-            try:
-                n_frames = int(row["n_frames"])
-            except ValueError as e:
-                raise ManifestError(f"{path}:{line_no}: n_frames {row['n_frames']!r}") from e
-            rows.append(
-                Utterance(
-                    id=row["id"],
-                    audio=row["audio"],
-                    n_frames=n_frames,
-                    tgt_text=row["tgt_text"],
-                    **{c: row.get(c) or "" for c in OPTIONAL_COLUMNS},
-                )
-            )
-    return rows
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    try:
+        header = lines[0].decode("utf-8").rstrip("\r").split("\t")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}:1: the header is not UTF-8 ({e})") from e
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ManifestError(f"{path}: header {header} lacks columns {missing}")
+    records = []
+    for line_no, raw in enumerate(lines[1:], start=2):
+        if not raw.strip(b"\r"):
+            continue
+        try:
+            records.append(convert(_split_row(raw, header)))
+        except ValueError as e:
+            text = raw.decode("utf-8", "replace")
+            bad = BadRow(path, line_no, text.split("\t", 1)[0][:200], str(e))
+            if on_bad_row is None:
+                raise ManifestError(str(bad)) from e
+            on_bad_row(bad)
+    return records
+
+
+def _split_row(raw: bytes, header: list[str]) -> dict[str, str]:
+    """One line (without its newline) -> {column: value}; ValueError saying what is wrong."""
+    try:
+        fields = raw.decode("utf-8").rstrip("\r").split("\t")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"bytes that are not UTF-8 at byte {e.start + 1}") from e
+    if len(fields) != len(header):
+        raise ValueError(f"{len(fields)} tab-separated fields, the header has {len(header)}")
+    row = dict(zip(header, fields))
+    for name in ("id", "audio"):
+        if name in row and not row[name].strip():
+            raise ValueError(f"empty {name}")
+    return row
 
 
 def write_manifest(

@@ -50,15 +50,25 @@ def load_split(
     encoder: TargetEncoder,
     max_frames: int,
     max_target_positions: int,
+    skip_bad_rows: bool = True,
 ) -> Split:
-    """Reads `<root>/<subset>.tsv` for each comma-separated subset and filters utterances."""
+    """Reads `<root>/<subset>.tsv` for each comma-separated subset and filters utterances.
+
+    A manifest row that cannot be parsed is logged and counted as `bad_row` when
+    `skip_bad_rows` (the trainer passes `data.skip_bad_audio`), else a ManifestError.
+    """
     ids, audio, frames, targets = [], [], [], []
     skipped = collections.Counter()
     for subset in [s.strip() for s in subsets.split(",") if s.strip()]:
         path = os.path.join(data.root, f"{subset}.tsv")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no manifest for subset {subset!r}")
-        for u in read_manifest(path):
+
+        def report(bad):
+            log.warning("skipping manifest row %s", bad)
+            skipped["bad_row"] += 1
+
+        for u in read_manifest(path, report if skip_bad_rows else None):
             if not u.tgt_text.strip():
                 skipped["empty_text"] += 1
                 continue

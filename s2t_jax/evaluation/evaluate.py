@@ -15,13 +15,19 @@ devices of all processes (`ShardedGenerator`), and writes hypotheses.tsv and res
 Resume: rerunning with the same output_dir reads the ids already in hypotheses.tsv (a torn last
 line is cut off) and decodes only the others; metrics are computed over all rows. A run.json
 fingerprint (checkpoint, manifest hash, generation settings, tokenizer source) refuses to mix
-rows of different settings. A file that cannot be read is reported in results.json and skipped.
+rows of different settings.
+
+Bad input: a manifest row that cannot be parsed (wrong number of fields, bytes that are not
+UTF-8, a bad n_frames) and an audio file that cannot be read are each logged, listed in
+results.json (`bad_rows`, `skipped`) with file, line or id and the reason, and skipped; the run
+scores the rest. `strict=True` (`eval.py --strict`) makes the first of either fatal instead.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -47,6 +53,8 @@ from s2t_jax.evaluation.items import manifest_sha256, read_items
 from s2t_jax.evaluation.sources import choose_frontend
 from s2t_jax.parallel.hosts import broadcast_from_process_0
 
+log = logging.getLogger(__name__)
+
 
 def evaluate(
     checkpoint: str,
@@ -69,6 +77,7 @@ def evaluate(
     dtype: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    strict: bool = False,
 ) -> dict:
     """Decodes `manifest` with `checkpoint` and scores it; returns results.json's content
     (on process 0; other processes return {}).
@@ -77,6 +86,8 @@ def evaluate(
     device count). num_beams / max_length default to the checkpoint's generation settings.
     WER, BLEU and chrF are all computed when there are references; `task` ("asr" or "st")
     names the headline metric (WER or BLEU). `num_devices` (0: all) limits the mesh.
+    `strict`: a bad manifest row or unreadable audio file ends the run (default: reported and
+    skipped).
     """
     if task not in ("asr", "st"):
         raise ValueError(f"task={task!r}: expected 'asr' or 'st'")
@@ -96,7 +107,13 @@ def evaluate(
         )
     settings = resolve_settings(loaded.model, num_beams=num_beams, max_length=max_length)
     settings = dataclasses.replace(settings, num_return_sequences=1, forced_bos_token_id=None)
-    items = read_items(manifest, frontend.audio_root)
+    bad_rows = []
+
+    def report(bad):
+        log.warning("skipping manifest row %s", bad)
+        bad_rows.append(bad)
+
+    items = read_items(manifest, frontend.audio_root, None if strict else report)
     fingerprint = {
         "checkpoint": os.path.abspath(checkpoint),
         "step": loaded.step,
@@ -107,7 +124,8 @@ def evaluate(
         "tgt_lang": tgt_lang,
         "dtype": config.dtype,
     }
-    run = Run(items, frontend, normalizer, output_dir, started)
+    run = Run(items, frontend, normalizer, output_dir, started, strict)
+    run.bad_rows = bad_rows
     run.plan(fingerprint, overwrite, tgt_lang)
     run.load_seconds = time.perf_counter() - started
     if run.todo:
@@ -134,8 +152,12 @@ def evaluate(
 class Run:
     """One evaluation's state: what to decode, what was skipped and why, counts and timings."""
 
-    def __init__(self, items, frontend, normalizer, output_dir: str, started: float):
+    def __init__(
+        self, items, frontend, normalizer, output_dir: str, started: float, strict: bool = False
+    ):
         self.items, self.frontend, self.normalizer = items, frontend, normalizer
+        self.strict = strict
+        self.bad_rows = []  # manifest rows that could not be parsed (data.manifest.BadRow)
         self.output_dir, self.started = output_dir, started
         self.has_refs = bool(items) and items[0].reference is not None
         self.hyp_path = os.path.join(output_dir, outputs.HYPOTHESES_FILE)
@@ -225,7 +247,11 @@ class Run:
                 continue
             item = self.items[i]
             if status[r] == BAD:
-                self.skipped[item.id] = decode_reason(reasons[r])
+                reason = decode_reason(reasons[r])
+                if self.strict:  # every process sees the gathered status, so all stop here
+                    raise ValueError(f"strict: utterance {item.id}: {reason}")
+                log.warning("skipping utterance %s: %s", item.id, reason)
+                self.skipped[item.id] = reason
                 continue
             self.decoded += 1
             self.decoded_seconds += float(seconds[r])
@@ -269,11 +295,13 @@ class Run:
                 "decoded_this_run": self.decoded,
                 "resumed": len(rows) - self.decoded,
                 "skipped": len(self.skipped),
+                "bad_rows": len(self.bad_rows),
             },
             "audio_hours": sum(float(r["seconds"]) for r in rows) / 3600.0,
             "skipped": [
                 {"id": k, "reason": self.skipped[k]} for k in sorted(self.skipped, key=order.get)
             ],
+            "bad_rows": [dataclasses.asdict(b) for b in self.bad_rows],
             "timing": {
                 "wall_time_s": time.perf_counter() - self.started,
                 "load_time_s": self.load_seconds,

@@ -7,17 +7,21 @@ is still reading the same one.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import os
+from collections.abc import Callable
 
 import numpy as np
 
-from s2t_jax.data.manifest import REQUIRED_COLUMNS, read_manifest
+from s2t_jax.data.manifest import (
+    REQUIRED_COLUMNS,
+    BadRow,
+    ManifestError,
+    read_table,
+    utterance_from_row,
+)
 from s2t_jax.frontend.fbank import HOP_SECONDS
-
-_TSV = dict(delimiter="\t", quotechar=None, doublequote=False, quoting=csv.QUOTE_NONE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,36 +46,50 @@ def _estimate_frames(path: str) -> int:
         return 0
 
 
-def read_items(path: str, audio_root: str) -> list[Item]:
+def read_items(
+    path: str, audio_root: str, on_bad_row: Callable[[BadRow], None] | None = None
+) -> list[Item]:
     """A fairseq TSV (id, audio, n_frames, tgt_text, ...) or a plain list of audio paths.
 
     A TSV is recognised by a header holding `id` and `audio`; without `tgt_text` it gives
-    hypotheses only, as does a plain list (whose ids are the paths as written).
+    hypotheses only, as does a plain list (whose ids are the paths as written). A bad row
+    raises ManifestError, or is handed to `on_bad_row` and skipped (see `read_table`).
     """
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n").split("\t")
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8", "replace")
+    header = first.rstrip("\r\n").split("\t")
     if "id" in header and "audio" in header:
         if all(c in header for c in REQUIRED_COLUMNS):
-            return [
-                Item(u.id, u.audio, u.n_frames, u.tgt_text, u.tgt_lang) for u in read_manifest(path)
-            ]
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, **_TSV))
-        return [
-            Item(r["id"], r["audio"], int(r.get("n_frames") or 0), None, r.get("tgt_lang") or "")
-            for r in rows
-        ]
-    with open(path, encoding="utf-8") as f:
-        paths = [line.strip() for line in f if line.strip()]
-    return [
-        Item(
-            p,
-            p,
-            _estimate_frames(p if os.path.isabs(p) else os.path.join(audio_root, p)),
-            None,
-        )
-        for p in paths
-    ]
+            return read_table(path, REQUIRED_COLUMNS, _full_item, on_bad_row)
+        return read_table(path, ("id", "audio"), _item_without_reference, on_bad_row)
+    items = []
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                p = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                bad = BadRow(path, line_no, "", f"bytes that are not UTF-8 at byte {e.start + 1}")
+                if on_bad_row is None:
+                    raise ManifestError(str(bad)) from e
+                on_bad_row(bad)
+                continue
+            if p:
+                full = p if os.path.isabs(p) else os.path.join(audio_root, p)
+                items.append(Item(p, p, _estimate_frames(full), None))
+    return items
+
+
+def _full_item(row: dict[str, str]) -> Item:
+    u = utterance_from_row(row)
+    return Item(u.id, u.audio, u.n_frames, u.tgt_text, u.tgt_lang)
+
+
+def _item_without_reference(row: dict[str, str]) -> Item:
+    try:
+        n_frames = int(row.get("n_frames") or 0)
+    except ValueError as e:
+        raise ValueError(f"n_frames {row['n_frames']!r}: expected an integer") from e
+    return Item(row["id"], row["audio"], n_frames, None, row.get("tgt_lang") or "")
 
 
 def manifest_sha256(path: str) -> str:

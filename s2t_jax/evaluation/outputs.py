@@ -137,7 +137,10 @@ def summary_line(results: dict) -> str:
         parts.append(f"WER {m['wer']:.2f}" if m["wer"] is not None else "WER n/a")
         parts += [f"BLEU {m['bleu']:.2f}", f"chrF {m['chrf']:.2f}"]
     u, t = results["utterances"], results["timing"]
-    parts.append(f"{u['scored']} scored ({u['resumed']} resumed), {u['skipped']} skipped")
+    counts = f"{u['scored']} scored ({u['resumed']} resumed), {u['skipped']} skipped"
+    if u.get("bad_rows"):
+        counts += f", {u['bad_rows']} bad manifest rows"
+    parts.append(counts)
     parts.append(f"{results['audio_hours']:.3f} h of audio")
     if t["real_time_factor"] is not None:
         parts.append(f"RTF {t['real_time_factor']:.4f} (+{t['compile_time_s']:.1f} s compile)")

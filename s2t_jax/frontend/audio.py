@@ -10,6 +10,12 @@ not coloured by the resampler.
 
 Every failure raises `AudioError` (a `ValueError`) naming the file and what is wrong with it,
 so a bad line in a manifest is found at once instead of surfacing as NaN losses later.
+
+Limits, checked on the file's header before any sample buffer is allocated (a header can claim
+anything; a FLAC claiming 2**33 samples or a WAV claiming a 1 Hz rate must not turn into a
+multi-GB allocation): the duration is at most `max_seconds` (default `MAX_SECONDS`, two hours,
+or the `S2T_JAX_MAX_AUDIO_SECONDS` environment variable), and the file's rate lies in
+[`MIN_RATE`, `MAX_RATE`] Hz.
 """
 
 from __future__ import annotations
@@ -21,20 +27,74 @@ import numpy as np
 import soundfile
 import soxr
 
-__all__ = ["AudioError", "load_audio", "validate_waveform"]
+__all__ = ["AudioError", "load_audio", "read_sound", "validate_waveform", "duration_limit"]
 
 RESAMPLE_QUALITY = "VHQ"
+MAX_SECONDS = 7200.0  # two hours: 460 MB of float32 at 16 kHz
+MIN_RATE, MAX_RATE = 1000, 768000  # Hz; outside this a header is damaged, not speech
+MAX_CHANNELS = 64
+_MAX_SECONDS_ENV = "S2T_JAX_MAX_AUDIO_SECONDS"
+_READ_ERRORS = (soundfile.SoundFileError, RuntimeError, TypeError, ValueError, EOFError)
 
 
 class AudioError(ValueError):
     """An audio file or array that cannot be turned into a mono waveform."""
 
 
-def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarray:
+def duration_limit() -> float:
+    """The longest audio accepted: `S2T_JAX_MAX_AUDIO_SECONDS` when set, else `MAX_SECONDS`."""
+    value = os.environ.get(_MAX_SECONDS_ENV)
+    if value is None:
+        return MAX_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise AudioError(f"{_MAX_SECONDS_ENV}={value!r}: expected a positive number of seconds")
+    return seconds
+
+
+def read_sound(source, name: str, limit: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a sound file (a path or a file object) -> (float32 [samples, channels], rate).
+
+    The header's rate, channels and duration are checked before the samples are read, so a
+    damaged or hostile header cannot allocate more than `limit` seconds (default
+    `duration_limit()`) of audio.
+    """
+    limit = duration_limit() if limit is None else limit
+    try:
+        with soundfile.SoundFile(source) as f:
+            rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise AudioError(
+                    f"{name}: sampling rate {rate} Hz in the header, expected "
+                    f"{MIN_RATE}..{MAX_RATE} Hz (damaged header?)"
+                )
+            if not 1 <= channels <= MAX_CHANNELS:
+                raise AudioError(f"{name}: {channels} channels, expected 1..{MAX_CHANNELS}")
+            if frames / rate > limit:
+                raise AudioError(
+                    f"{name}: {frames / rate:.1f} s of audio, longer than the {limit:g} s limit "
+                    f"(set {_MAX_SECONDS_ENV} or max_seconds to allow more; cut long "
+                    "recordings into segments)"
+                )
+            data = f.read(dtype="float32", always_2d=True)  # [samples, channels]
+    except AudioError:
+        raise
+    except _READ_ERRORS as err:
+        raise AudioError(f"{name}: unreadable or corrupt audio file ({err})") from err
+    return data, rate
+
+
+def load_audio(
+    path: str | os.PathLike, sampling_rate: int = 16000, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode `path`, down-mix to mono and resample to `sampling_rate`.
 
     Returns a contiguous float32 array of shape [samples] with values in [-1, 1] for PCM input.
-    Raises `AudioError` when the file is missing, not decodable, empty, or holds NaN/inf.
+    Raises `AudioError` when the file is missing, not decodable, empty, holds NaN/inf, or is
+    longer than `max_seconds` (default: `duration_limit()`).
     """
     path = Path(path)
     if sampling_rate <= 0:
@@ -43,12 +103,7 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarra
         raise AudioError(f"{path}: no such audio file")
     if not path.is_file():
         raise AudioError(f"{path}: not a regular file")
-    try:
-        data, file_rate = soundfile.read(
-            path, dtype="float32", always_2d=True
-        )  # [samples, channels]
-    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioError(f"{path}: unreadable or corrupt audio file ({err})") from err
+    data, file_rate = read_sound(path, str(path), max_seconds)  # [samples, channels]
     waveform = validate_waveform(data, name=str(path), channel_axis=-1)  # [samples]
     return resample(waveform, file_rate, sampling_rate, name=str(path))
 

@@ -16,9 +16,8 @@ import io
 import os
 
 import numpy as np
-import soundfile
 
-from s2t_jax.frontend.audio import AudioError, load_audio, resample, validate_waveform
+from s2t_jax.frontend.audio import load_audio, read_sound, resample, validate_waveform
 
 SOUND_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 NPY_MAGIC = b"\x93NUMPY"
@@ -66,23 +65,55 @@ def load_features_or_waveform(
     path = resolve(path, root)
     if not ptr:
         if path.lower().endswith(".npy"):
-            return "features", _check_features(np.load(path, allow_pickle=False), path)
+            with open(path, "rb") as f:
+                return "features", load_npy_features(f, path)
         return "waveform", load_audio(path, sampling_rate)
-    data = read_bytes(path, *ptr)
-    name = f"{path}:{ptr[0]}:{ptr[1]}"
+    offset, length = ptr
+    if offset < 0 or length <= 0:
+        raise AudioEntryError(f"{audio!r}: offset must be >= 0 and length > 0")
+    data = read_bytes(path, offset, length)
+    name = f"{path}:{offset}:{length}"
     if data.startswith(NPY_MAGIC):
-        return "features", _check_features(np.load(io.BytesIO(data), allow_pickle=False), name)
-    try:
-        wave, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{name}: neither .npy nor decodable audio ({e})") from e
+        return "features", load_npy_features(io.BytesIO(data), name)
+    wave, rate = read_sound(io.BytesIO(data), name)  # [samples, channels]
     wave = validate_waveform(wave, name=name, channel_axis=-1)
     return "waveform", resample(wave, rate, sampling_rate, name=name)
 
 
-def _check_features(x: np.ndarray, name: str) -> np.ndarray:
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{name}: expected float features [frames, mels], got {x.dtype}{x.shape}")
+def load_npy_features(f, name: str) -> np.ndarray:
+    """A .npy of float features [frames, mels] from an open binary file -> float32.
+
+    The header is checked first: its shape and dtype must describe a float matrix whose bytes
+    the file really holds, so a damaged header cannot ask numpy for a huge buffer. Raises
+    ValueError naming `name` otherwise, or when a value is NaN/inf.
+    """
+    try:
+        start = f.tell()
+        version = np.lib.format.read_magic(f)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read_header(f)
+        data_start = f.tell()
+        f.seek(0, io.SEEK_END)
+        available = f.tell() - data_start
+        f.seek(start)
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise ValueError(f"{name}: not a readable .npy file ({e})") from e
+    if len(shape) != 2 or dtype.kind != "f" or dtype.hasobject:
+        raise ValueError(f"{name}: expected float features [frames, mels], got {dtype}{shape}")
+    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > available:
+        raise ValueError(
+            f"{name}: the .npy header claims {dtype}{shape}, more than the {available} bytes "
+            "that follow it (truncated or damaged file)"
+        )
+    try:
+        x = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{name}: not a readable .npy file ({e})") from e
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: features hold NaN or inf")
     return x.astype(np.float32, copy=False)

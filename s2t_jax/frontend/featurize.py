@@ -62,8 +62,9 @@ class Featurizer:
         """`audio` (relative paths are joined to `root`) -> (features [frames, num_mel_bins]
         float32, seconds of audio; for `.npy` features, frames x 10 ms).
 
-        Raises OSError or ValueError naming the file: unreadable, shorter than one frame, or
-        features with a number of bins other than `num_mel_bins`.
+        Raises OSError or ValueError naming the file: unreadable, shorter than one frame,
+        features with a number of bins other than `num_mel_bins`, or non-finite features (so
+        NaN never reaches a train step or a search).
         """
         kind, x = load_features_or_waveform(audio, root, self.sampling_rate)
         if kind == "waveform":
@@ -75,7 +76,10 @@ class Featurizer:
             raise ValueError(f"{audio}: shorter than one {FRAME_SECONDS * 1000:g} ms frame")
         if x.shape[1] != self.num_mel_bins:
             raise ValueError(f"{audio}: {x.shape[1]} feature bins, expected {self.num_mel_bins}")
-        return self.normalise(x), seconds
+        x = self.normalise(x)
+        if not np.isfinite(x).all():  # e.g. global CMVN stats that hold NaN or a zero std
+            raise ValueError(f"{audio}: features hold NaN or inf after {self.cmvn!r}")
+        return x, seconds
 
     def __repr__(self) -> str:
         return (

@@ -86,7 +86,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     encoder = data.target_encoder()
     model_config = model_config_from(config, encoder.vocab_size)
     max_frames = min(model_config.max_source_positions, max(config.data.buckets))
-    split_args = dict(max_frames=max_frames, max_target_positions=model_config.max_target_positions)
+    split_args = dict(
+        max_frames=max_frames,
+        max_target_positions=model_config.max_target_positions,
+        skip_bad_rows=config.data.skip_bad_audio,
+    )
     loader_args = dict(
         frame_buckets=config.data.buckets,
         max_tokens=config.max_tokens,

@@ -8,7 +8,7 @@ import soundfile
 
 from s2t_jax.data.data_config import DataConfig
 from s2t_jax.data.loader import make_loader
-from s2t_jax.data.manifest import Utterance, read_manifest, write_manifest
+from s2t_jax.data.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from s2t_jax.data.split import load_split
 from s2t_jax.data.vocab import EOS, PAD
 from tests.data.helpers import first_batch
@@ -22,7 +22,8 @@ def corpus(tmp_path_factory):
 
 def _loader(corpus, subset="train", is_train=True, num_shards=8, **kw):
     data = DataConfig.load(corpus)
-    split = load_split(data, subset, data.target_encoder(), 32, 64)
+    skip = kw.get("skip_bad_audio", True)
+    split = load_split(data, subset, data.target_encoder(), 32, 64, skip_bad_rows=skip)
     args = dict(frame_buckets=(24, 32), max_tokens=512, seed=5, num_shards=num_shards)
     args.update(kw)
     return split, make_loader(data, split, subset, is_train=is_train, **args)
@@ -110,14 +111,30 @@ def test_skips_are_counted_and_bad_audio_is_skipped_or_raised(corpus, tmp_path):
     rows[1] = Utterance("long", rows[1].audio, 400, rows[1].tgt_text)
     rows[2] = Utterance("gone", "feats/none.npy", rows[2].n_frames, rows[2].tgt_text)
     rows[3] = Utterance("wordy", rows[3].audio, rows[3].n_frames, " ".join(["w1"] * 70))
+    nan = np.load(root / rows[4].audio)
+    nan[3, 5] = np.nan
+    np.save(root / "feats" / "nan.npy", nan)
+    rows[4] = Utterance("nan", "feats/nan.npy", rows[4].n_frames, rows[4].tgt_text)
     write_manifest(root / "dev.tsv", rows)
+    with open(root / "dev.tsv", "ab") as f:
+        f.write(b"torn\tfeats/x.npy\n")  # a row with too few fields
     split, loader = _loader(str(root), "dev", is_train=False, num_shards=1)
-    assert split.skipped == {"empty_text": 1, "too_many_frames": 1, "target_too_long": 1}
+    assert split.skipped == {
+        "empty_text": 1,
+        "too_many_frames": 1,
+        "target_too_long": 1,
+        "bad_row": 1,
+    }
     batches = list(loader)
-    assert sum(int(b["bad"].sum()) for b in batches) == 1
-    assert sum(int((b["index"] >= 0).sum()) for b in batches) == len(split) - 1
+    assert sum(int(b["bad"].sum()) for b in batches) == 2  # missing file, NaN features
+    assert sum(int((b["index"] >= 0).sum()) for b in batches) == len(split) - 2
+    assert all(np.isfinite(b["features"]).all() for b in batches)
+    with pytest.raises(ManifestError, match="dev.tsv:10: 2 tab-separated fields"):
+        _loader(str(root), "dev", is_train=False, num_shards=1, skip_bad_audio=False)
+    rows_text = (root / "dev.tsv").read_bytes().rsplit(b"torn", 1)[0]
+    (root / "dev.tsv").write_bytes(rows_text)
     _, strict = _loader(str(root), "dev", is_train=False, num_shards=1, skip_bad_audio=False)
-    with pytest.raises(OSError):
+    with pytest.raises((OSError, ValueError)):
         list(strict)
 
 

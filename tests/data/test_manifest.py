@@ -81,3 +81,30 @@ def test_npy_zip_and_sound_files_resolve_relative_to_root(tmp_path):
         load_features_or_waveform("f.zip:ten:20", tmp_path)
     with pytest.raises(AudioEntryError, match="file.zip:offset:length"):
         load_features_or_waveform("f.zip:1", tmp_path)
+
+
+def test_bad_rows_are_reported_with_file_line_and_id(tmp_path):
+    path = tmp_path / "m.tsv"
+    path.write_bytes(
+        b"id\taudio\tn_frames\ttgt_text\r\n"
+        b"a\tx.npy\t5\tfine\r\n"
+        b"b\tx.npy\t-3\tnegative\n"
+        b"c\t\t5\tno audio\n"
+        b"\n"
+        b"d\tx.npy\t5\ttoo\tmany\n"
+        b"e\tx.npy\t5\t\xc3\x28\n"
+    )
+    bad = []
+    rows = read_manifest(path, on_bad_row=bad.append)
+    assert [u.id for u in rows] == ["a"]
+    assert [(b.line, b.id, b.reason) for b in bad] == [
+        (3, "b", "n_frames '-3': expected an integer >= 0"),
+        (4, "c", "empty audio"),
+        (6, "d", "5 tab-separated fields, the header has 4"),
+        (7, "e", "bytes that are not UTF-8 at byte 11"),
+    ]
+    with pytest.raises(ManifestError, match=r"m.tsv:3: n_frames '-3'.*\(id b\)"):
+        read_manifest(path)
+    path.write_bytes(b"\xff\xfe\n")
+    with pytest.raises(ManifestError, match=r"m.tsv:1: the header is not UTF-8"):
+        read_manifest(path, on_bad_row=bad.append)

@@ -179,6 +179,7 @@ def test_files_and_metrics(corpus, reference_run):
         "decoded_this_run": NUM_GOOD,
         "resumed": 0,
         "skipped": 2,
+        "bad_rows": 0,
     }
     reasons = {s["id"]: s["reason"] for s in results["skipped"]}
     assert set(reasons) == {"corrupt", "missing"}
@@ -209,6 +210,47 @@ def test_files_and_metrics(corpus, reference_run):
     # Bucketed: one compile per bucket, whatever the lengths.
     assert {s[1] for s in results["compiled_shapes"]} == set(BUCKETS)
     assert results["primary_metric"] == "wer"
+
+
+def test_bad_manifest_rows_are_reported_and_skipped(corpus, checkpoint, reference_run, tmp_path):
+    """Rows with a wrong field count, bytes that are not UTF-8, a bad n_frames or no id are
+    listed with file and line and skipped; the others score exactly as in the clean run.
+    strict=True makes the first bad row (or unreadable file) fatal instead."""
+    lines = Path(corpus["manifest"]).read_bytes().splitlines(keepends=True)
+    bad = [
+        b"short\taudio/u0.wav\t50\n",  # 3 fields
+        b"latin1\taudio/u1.wav\t50\tcaf\xe9 au lait\tspk\n",
+        b"frames\taudio/u2.wav\tten\tsome text\tspk\n",
+        b"\taudio/u2.wav\t50\tno id\tspk\n",
+    ]
+    manifest = tmp_path / "test.tsv"
+    manifest.write_bytes(b"".join(lines[:2] + bad[:2] + lines[2:5] + bad[2:] + lines[5:]))
+    shutil.copy(Path(corpus["root"]) / "config.yaml", tmp_path / "config.yaml")
+    for name in ("audio", corpus["spm"].name, corpus["spm"].with_suffix(".txt").name):
+        os.symlink(Path(corpus["root"]) / name, tmp_path / name)
+    results = ev.evaluate(checkpoint, str(manifest), str(tmp_path / "out"), num_devices=1, **RUN)
+    assert [(b["line"], b["id"]) for b in results["bad_rows"]] == [
+        (3, "short"),
+        (4, "latin1"),
+        (8, "frames"),
+        (9, ""),
+    ]
+    reasons = [b["reason"] for b in results["bad_rows"]]
+    assert "3 tab-separated fields, the header has 5" in reasons[0]
+    assert "not UTF-8" in reasons[1] and "n_frames 'ten'" in reasons[2]
+    assert reasons[3] == "empty id"
+    assert all(b["path"] == str(manifest) for b in results["bad_rows"])
+    assert results["utterances"]["bad_rows"] == 4
+    assert results["utterances"]["scored"] == NUM_GOOD
+    assert _rows(tmp_path / "out") == _rows(reference_run[1])
+    assert "4 bad manifest rows" in outputs.summary_line(results)
+
+    with pytest.raises(ValueError, match=rf"{manifest}:3: 3 tab-separated fields"):
+        ev.evaluate(checkpoint, str(manifest), str(tmp_path / "strict"), strict=True, **RUN)
+    with pytest.raises(
+        ValueError, match="strict: utterance (corrupt|missing): .*(bad.flac|nowhere.wav)"
+    ):
+        ev.evaluate(checkpoint, corpus["manifest"], str(tmp_path / "strict2"), strict=True, **RUN)
 
 
 def test_normaliser_options_and_char_bleu(corpus, checkpoint, reference_run, tmp_path):

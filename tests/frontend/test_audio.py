@@ -179,3 +179,70 @@ def test_validate_rejects(array, words):
 def test_resample_rejects_bad_rates():
     with pytest.raises(AudioError, match="positive"):
         resample(np.zeros(100, np.float32), -1, 16000, name="x")
+
+
+# --- limits read from the header, before any sample buffer is allocated --------------------
+
+
+def _wav_with_rate(path, rate):
+    """A 1 s, 16 kHz PCM16 WAV whose header then claims `rate` Hz (byte rate to match)."""
+    soundfile.write(path, np.zeros(16000, np.int16), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")
+    data[28:32] = (2 * rate).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_header_rate_outside_the_limits(tmp_path):
+    path = tmp_path / "slow.wav"
+    _wav_with_rate(path, 1)  # 16,000 samples at 1 Hz: 4.4 hours, 256M samples resampled
+    assert_audio_error(path, "sampling rate 1 hz", "damaged header")
+    _wav_with_rate(path, 8000)
+    assert load_audio(path).shape == (32000,)  # a plausible rate is only resampled
+
+
+def test_flac_header_claiming_2_to_the_33_samples(tmp_path):
+    path = tmp_path / "huge.flac"
+    soundfile.write(path, np.zeros(1600, np.int16), 16000)
+    data = bytearray(path.read_bytes())
+    # STREAMINFO follows "fLaC" and a 4-byte block header; its bytes 10..17 hold the rate
+    # (20 bits), channels (3), bits per sample (5) and total samples (36 bits).
+    packed = int.from_bytes(data[18:26], "big")
+    packed = (packed & ~((1 << 36) - 1)) | (1 << 33)
+    data[18:26] = packed.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    assert_audio_error(path, "536870.9 s of audio", "7200 s limit", "s2t_jax_max_audio_seconds")
+
+
+def test_duration_limit_is_configurable(tmp_path, monkeypatch):
+    path = tmp_path / "two_seconds.wav"
+    soundfile.write(path, np.zeros(32000, np.int16), 16000)
+    assert load_audio(path).shape == (32000,)
+    with pytest.raises(AudioError, match="2.0 s of audio, longer than the 1.5 s limit"):
+        load_audio(path, max_seconds=1.5)
+    monkeypatch.setenv("S2T_JAX_MAX_AUDIO_SECONDS", "1")
+    assert_audio_error(path, "1 s limit")
+    monkeypatch.setenv("S2T_JAX_MAX_AUDIO_SECONDS", "soon")
+    with pytest.raises(AudioError, match="S2T_JAX_MAX_AUDIO_SECONDS='soon'"):
+        load_audio(path)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, words",
+    [
+        ((10**9, 80), "<f4", "more than the"),  # header claims 320 GB
+        ((10, 80, 1), "<f4", "expected float features"),
+        ((10, 80), "|O", "expected float features"),
+        ((10, 80), "<i4", "expected float features"),
+    ],
+)
+def test_npy_headers_are_checked_before_reading(tmp_path, shape, dtype, words):
+    from s2t_jax.frontend.audio_entry import load_features_or_waveform
+
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    path = tmp_path / "f.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(np.zeros(800, np.float32).tobytes())
+    with pytest.raises(ValueError, match=words):
+        load_features_or_waveform("f.npy", tmp_path)
