@@ -46,11 +46,18 @@ def parse_audio_path(audio: str) -> tuple[str, tuple[int, ...]]:
 
 
 def read_bytes(path: str, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset` of `path`; the range is checked against the file's size
+    first, so a bad entry cannot ask for a buffer larger than the file."""
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if offset < 0 or length < 0 or offset + length > size:
+            raise OSError(
+                f"{path}: wanted {length} bytes at offset {offset}, the file has {size} bytes"
+            )
         f.seek(offset)
         data = f.read(length)
     if len(data) != length:
-        raise OSError(f"{path}: wanted {length} bytes at offset {offset}, file has fewer")
+        raise OSError(f"{path}: wanted {length} bytes at offset {offset}, read {len(data)}")
     return data
 
 
