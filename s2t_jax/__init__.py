@@ -13,6 +13,8 @@ _EXPORTS = {
     "Speech2TextFeatureExtractor": "s2t_jax.frontend.extractor",
     "Speech2TextTokenizer": "s2t_jax.frontend.tokenizer",
     "Speech2TextProcessor": "s2t_jax.frontend.processor",
+    "BatchFeature": "s2t_jax.frontend.model_inputs",
+    "BatchEncoding": "s2t_jax.frontend.model_inputs",
     "load_audio": "s2t_jax.frontend.audio",
 }
 

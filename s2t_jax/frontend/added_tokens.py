@@ -3,8 +3,9 @@
 Why apart from the tokenizer: transformers keeps a table of "added" tokens (the special tokens,
 `<lang:xx>` codes and any user-added ones), each with an id and lstrip/rstrip flags. Text is cut
 on them, longest match first, and only the pieces between them go through sentencepiece. This
-module is that table: built from `tokenizer_config.json`'s `added_tokens_decoder`, used to split
-text and to map ids back, and written back in the same format.
+module is that table: built from `tokenizer_config.json`'s `added_tokens_decoder`, grown by
+`add_tokens` (new ids after the vocabulary), used to split text and to map ids back, and
+written back in the same format.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 __all__ = ["AddedTokens", "token_content"]
+
+FLAGS = ("lstrip", "rstrip", "special", "normalized")
 
 
 def token_content(token) -> str | None:
@@ -41,12 +44,13 @@ class AddedTokens:
             content = token_content(entry)
             self.ids[content] = int(index)
             if isinstance(entry, dict):
-                self.flags[content] = {
-                    k: bool(entry.get(k, False)) for k in ("lstrip", "rstrip", "special")
-                }
+                self.flags[content] = {k: bool(entry.get(k, False)) for k in FLAGS}
         for token in special_tokens:
             if token not in self.ids:
                 self.ids[token] = vocab.get(token, len(set(vocab) | set(self.ids)))
+        self._rebuild()
+
+    def _rebuild(self) -> None:
         self.tokens = {v: k for k, v in self.ids.items()}  # id -> content
         longest_first = sorted(self.ids, key=len, reverse=True)
         self._pattern = (
@@ -54,6 +58,14 @@ class AddedTokens:
             if longest_first
             else None
         )
+
+    def add(self, token: str, index: int, special: bool) -> None:
+        """Match `token` in text from now on, as id `index` (transformers' add_tokens: a
+        special token is not normalised, an ordinary one is)."""
+        self.ids[token] = index
+        self.flags[token] = {"lstrip": False, "rstrip": False, "special": special}
+        self.flags[token]["normalized"] = not special
+        self._rebuild()
 
     def split(self, text: str) -> list[str]:
         """[text, token, text, token, ..., text]: odd positions are the matched added tokens;
@@ -75,7 +87,7 @@ class AddedTokens:
             str(index): {
                 "content": token,
                 "lstrip": self.flags.get(token, {}).get("lstrip", False),
-                "normalized": False,
+                "normalized": self.flags.get(token, {}).get("normalized", False),
                 "rstrip": self.flags.get(token, {}).get("rstrip", False),
                 "single_word": False,
                 "special": token in special or self.flags.get(token, {}).get("special", False),

@@ -10,16 +10,18 @@ Deliberate differences from transformers, all at edges where it breaks:
   * `padding_side="left"` normalises over the real frames (transformers uses the first n rows);
   * frame length / hop / FFT size follow the sampling rate (25 ms / 10 ms / next power of two),
     as in Kaldi, instead of being fixed at 400/160/512 (identical at 16 kHz);
-  * `return_attention_mask` from the config is honoured (transformers always forces it on);
-  * `return_tensors=None` always gives lists of per-utterance arrays.
+  * `return_attention_mask` from the config is honoured (transformers always forces it on).
+Config keys it does not know are kept as attributes and written back, as transformers does.
 Global CMVN from a fairseq `gcmvn.npz` (keys `mean`, `std`) can replace utterance CMVN.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from s2t_jax.frontend.audio import AudioError, validate_waveform
 from s2t_jax.frontend.cmvn import GlobalCMVN, UtteranceCMVN, apply_cmvn, load_global_cmvn
 from s2t_jax.frontend.fbank import FRAME_SECONDS, kaldi_fbank, num_frames
 from s2t_jax.frontend.model_inputs import BatchFeature
-from s2t_jax.frontend.padding import padding_strategy, round_up
+from s2t_jax.frontend.padding import check_side, padding_strategy, round_up
 
 __all__ = ["Speech2TextFeatureExtractor"]
 
@@ -65,8 +67,7 @@ class Speech2TextFeatureExtractor:
         global_cmvn: dict[str, Any] | None = None,
         **kwargs,
     ):
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        check_side("padding_side", padding_side)
         self.feature_size = feature_size
         self.sampling_rate = sampling_rate
         self.num_mel_bins = num_mel_bins
@@ -90,13 +91,18 @@ class Speech2TextFeatureExtractor:
             self.global_cmvn = {"mean": mean, "std": std}
         kwargs.pop("feature_extractor_type", None)
         kwargs.pop("processor_class", None)
-        if kwargs:
-            logger.debug("Speech2TextFeatureExtractor ignores config keys %s", sorted(kwargs))
+        # Unknown config keys become attributes and are saved again, as in transformers.
+        self.extra_config = copy.deepcopy(kwargs)
+        for key, value in kwargs.items():
+            if hasattr(type(self), key):
+                raise ValueError(f"config key {key!r} would shadow {type(self).__name__}.{key}")
+            setattr(self, key, value)
 
     # ---- config -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         out = {
+            **copy.deepcopy(self.extra_config),
             "dither": self.dither,
             "do_ceptral_normalize": self.do_ceptral_normalize,
             "feature_extractor_type": type(self).__name__,
@@ -116,8 +122,16 @@ class Speech2TextFeatureExtractor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        Path(json_file_path).write_text(self.to_json_string(), encoding="utf-8")
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> Speech2TextFeatureExtractor:
+        return cls(**json.loads(Path(json_file).read_text(encoding="utf-8")))
+
     @classmethod
     def from_dict(cls, config: dict[str, Any], **kwargs) -> Speech2TextFeatureExtractor:
+        """Unlike transformers, keywords absent from `config` are kept too, not dropped."""
         return cls(**{**config, **kwargs})
 
     @classmethod
@@ -143,14 +157,18 @@ class Speech2TextFeatureExtractor:
             )
         return cls.from_dict(config, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
-        """Write preprocessor_config.json in transformers' format; returns its path."""
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Write preprocessor_config.json in transformers' format; returns [its path]."""
         save_directory = Path(save_directory)
+        if save_directory.is_file():
+            raise AssertionError(
+                f"Provided path ({save_directory}) should be a directory, not a file"
+            )
         save_directory.mkdir(parents=True, exist_ok=True)
         config = {**self.to_dict(), "processor_class": "Speech2TextProcessor"}
         out = save_directory / FEATURE_EXTRACTOR_NAME
         out.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return str(out)
+        return [str(out)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
@@ -159,29 +177,35 @@ class Speech2TextFeatureExtractor:
 
     @staticmethod
     def _as_waveforms(raw_speech) -> list[np.ndarray]:
-        """A single waveform or a batch (list of waveforms / 2-D array) -> list of float32 [samples]."""
+        """A single waveform or a batch (list of waveforms / 2-D array) -> list of float32
+        [samples]. Values are cast as transformers casts them (integers are not rescaled); a
+        shape or value that is not audio is an AudioError naming `raw_speech` or its index."""
         if isinstance(raw_speech, np.ndarray) or hasattr(raw_speech, "__array__"):
-            array = np.asarray(raw_speech)
+            array = _as_float32(raw_speech, "raw_speech")
             if array.ndim > 2:
-                raise ValueError(
-                    f"Only mono-channel audio is supported, got an array of shape {array.shape}"
+                raise AudioError(
+                    f"raw_speech: only mono-channel audio is supported, got an array of shape "
+                    f"{array.shape} (expected [samples] or a batch [batch, samples])"
                 )
             if array.ndim == 2:
-                return [np.asarray(row, dtype=np.float32) for row in array]
-            return [array.astype(np.float32, copy=False)]
+                if array.shape[0] == 0:
+                    raise AudioError(f"raw_speech: an empty batch (shape {array.shape})")
+                return list(array)
+            return [array]
         if isinstance(raw_speech, (list, tuple)):
             if len(raw_speech) == 0:
-                raise ValueError("raw_speech is an empty list")
+                raise AudioError("raw_speech is an empty list")
             first = raw_speech[0]
             if isinstance(first, (np.ndarray, list, tuple)) or hasattr(first, "__array__"):
-                waves = [np.asarray(w, dtype=np.float32) for w in raw_speech]
-                for w in waves:
+                waves = [_as_float32(w, f"raw_speech[{i}]") for i, w in enumerate(raw_speech)]
+                for i, w in enumerate(waves):
                     if w.ndim != 1:
-                        raise ValueError(
-                            f"Only mono-channel audio is supported, got a waveform of shape {w.shape}"
+                        raise AudioError(
+                            f"raw_speech[{i}]: only mono-channel audio is supported, got a "
+                            f"waveform of shape {w.shape} (expected [samples])"
                         )
                 return waves
-            return [np.asarray(raw_speech, dtype=np.float32)]
+            return [_as_float32(raw_speech, "raw_speech")]
         raise TypeError(
             f"raw_speech must be an array or a list of arrays, got {type(raw_speech).__name__}"
         )
@@ -219,7 +243,9 @@ class Speech2TextFeatureExtractor:
         """Featurise one waveform or a batch; semantics of transformers' extractor.
 
         Returns `input_features` (list of [frames, n_mels] float32, or [batch, frames, n_mels]
-        with return_tensors) and, unless turned off, an int32 frame-level `attention_mask`.
+        with return_tensors; without CMVN, and for utterances of different lengths, the same
+        containers as transformers, see `_as_output`) and, unless turned off, an int32
+        frame-level `attention_mask`.
         """
         if sampling_rate is not None:
             if sampling_rate != self.sampling_rate:
@@ -244,7 +270,8 @@ class Speech2TextFeatureExtractor:
         from_2d = getattr(raw_speech, "ndim", 0) == 2  # a numpy / jax array of [batch, samples]
         for i, wave in enumerate(waves):
             waves[i] = self._checked_waveform(wave, i, from_2d)
-        features = kaldi_fbank(waves, self.sampling_rate, self.num_mel_bins, self.dither)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge samples: refused just below
+            features = kaldi_fbank(waves, self.sampling_rate, self.num_mel_bins, self.dither)
         for i, f in enumerate(features):
             if not np.isfinite(f).all():
                 raise AudioError(
@@ -261,7 +288,7 @@ class Speech2TextFeatureExtractor:
             batch = {"input_features": [apply_cmvn(cmvn, f) for f in features]}
             if return_attention_mask:
                 batch["attention_mask"] = [np.ones(n, dtype=np.int32) for n in lengths]
-            return BatchFeature(batch).convert_to_tensors(return_tensors)
+            return self._as_output(batch, bool(cmvn), return_tensors)
 
         target = max(lengths) if strategy == "longest" else int(max_length)
         target = round_up(target, pad_to_multiple_of)
@@ -277,13 +304,96 @@ class Speech2TextFeatureExtractor:
             rows = slice(0, n) if self.padding_side == "right" else slice(target - n, target)
             apply_cmvn(cmvn, f, out=padded[i, rows])  # [frames_i, n_mels]
             mask[i, rows] = 1
-        if return_tensors is None:
-            batch = {"input_features": list(padded), "attention_mask": list(mask)}
-        else:
-            batch = {"input_features": padded, "attention_mask": mask}
+        batch = {"input_features": list(padded), "attention_mask": list(mask)}
         if not return_attention_mask:
             del batch["attention_mask"]
-        return BatchFeature(batch).convert_to_tensors(return_tensors)
+        return self._as_output(batch, bool(cmvn), return_tensors)
+
+    @staticmethod
+    def _as_output(batch: dict, normalised: bool, return_tensors) -> BatchFeature:
+        """transformers' output types: with return_tensors=None, lists of per-utterance arrays,
+        except that without CMVN input_features is one numpy array (an object array of
+        utterances when their lengths differ), as its padding step leaves it."""
+        if return_tensors is None and not normalised:
+            batch["input_features"] = BatchFeature(
+                {"input_features": batch["input_features"]}, tensor_type="np"
+            )["input_features"]
+        return BatchFeature(batch, tensor_type=return_tensors)
+
+    # ---- padding features ---------------------------------------------------------------
+
+    def pad(
+        self,
+        processed_features,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Pad (and truncate) features already extracted, as transformers' `pad`: a dict of
+        per-utterance [frames, n_mels] lists or arrays, or a list of such dicts (a collate_fn's
+        input), with `padding_value` on `padding_side`; no CMVN. Returns numpy arrays unless
+        return_tensors says otherwise."""
+        if isinstance(processed_features, (list, tuple)) and processed_features:
+            if isinstance(processed_features[0], Mapping):
+                keys = processed_features[0].keys()
+                processed_features = {k: [row[k] for row in processed_features] for k in keys}
+        main = self.model_input_names[0]
+        if not isinstance(processed_features, Mapping) or main not in processed_features:
+            keys = list(processed_features) if isinstance(processed_features, Mapping) else []
+            raise ValueError(
+                f"You should supply a BatchFeature or list of BatchFeature that includes {main}, "
+                f"but you provided {keys}"
+            )
+        features = dict(processed_features)
+        if return_attention_mask is None:
+            return_attention_mask = self.return_attention_mask
+        if len(features[main]) == 0:
+            if return_attention_mask:
+                features["attention_mask"] = []
+            return BatchFeature(features)
+        return_tensors = return_tensors or "np"
+        strategy = padding_strategy(padding)
+        if strategy == "max_length" and max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        if truncation and max_length is None:
+            raise ValueError("truncation=True needs max_length")
+        features = {k: [np.asarray(v) for v in values] for k, values in features.items()}
+        sizes = {len(values) for values in features.values()}
+        if len(sizes) > 1:
+            raise ValueError(
+                "Some items in the output dictionary have a different batch size than others."
+            )
+        if return_attention_mask and "attention_mask" not in features:
+            features["attention_mask"] = [np.ones(len(f), np.int32) for f in features[main]]
+        if truncation:
+            limit = round_up(max_length, pad_to_multiple_of)
+            for key in (main, "attention_mask"):
+                if key in features:
+                    features[key] = [v[:limit] for v in features[key]]
+        if strategy is not None:
+            lengths = [len(f) for f in features[main]]
+            target = max(lengths) if strategy == "longest" else max_length
+            target = round_up(target, pad_to_multiple_of)
+            fills = {main: self.padding_value, "attention_mask": 0}
+            for key, fill in fills.items():
+                if key in features:
+                    features[key] = [self._pad_rows(v, target, fill) for v in features[key]]
+        features[main] = [
+            f.astype(np.float32) if f.dtype == np.float64 else f for f in features[main]
+        ]
+        return BatchFeature(features, tensor_type=return_tensors)
+
+    def _pad_rows(self, value: np.ndarray, target: int, fill) -> np.ndarray:
+        """`value` padded along its first axis to `target` rows on padding_side."""
+        gap = target - len(value)
+        if gap <= 0:
+            return value
+        before, after = (0, gap) if self.padding_side == "right" else (gap, 0)
+        widths = [(before, after)] + [(0, 0)] * (value.ndim - 1)
+        return np.pad(value, widths, constant_values=fill)
 
     def cmvn_steps(self) -> list[UtteranceCMVN | GlobalCMVN]:
         """The normalisation this extractor applies, as `cmvn.py` steps (read from the current
@@ -293,3 +403,19 @@ class Speech2TextFeatureExtractor:
         if self.do_ceptral_normalize:
             return [UtteranceCMVN(self.normalize_means, self.normalize_vars)]
         return []
+
+
+def _as_float32(values, name: str) -> np.ndarray:
+    """np.asarray(values, float32), or an AudioError naming `name` for strings, complex
+    numbers, objects and ragged nests, which would otherwise fail (or cast) deep in numpy."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as e:  # ragged nests, unconvertible objects
+        raise AudioError(f"{name}: not an array of audio samples ({e})") from e
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.floating)
+        or np.issubdtype(array.dtype, np.integer)
+        or array.dtype == np.bool_
+    ):
+        raise AudioError(f"{name}: audio samples must be real numbers, got dtype {array.dtype}")
+    return array.astype(np.float32, copy=False)

@@ -11,7 +11,9 @@ without pulling transformers in at run time. The rules it reproduces:
   * decoding emits special tokens verbatim followed by a space, decodes runs of ordinary pieces
     with sentencepiece (upper-cased when `do_upper_case`), and strips the result;
   * `do_lower_case` is stored and saved but, as in transformers 5, does not change encoding.
-The added-token table lives in `added_tokens.py`, the hub files in `tokenizer_files.py`, and
+The added-token table lives in `added_tokens.py`, the special-token attributes and
+`add_tokens` / `add_special_tokens` in `special_tokens.py`, the hub files in `tokenizer_files.py`, the
+call / encode / pad API (pairs, targets, truncation, overflow) in `encoding.py`, and
 transformers' padding and truncation rules in `padding.py`.
 """
 
@@ -25,8 +27,9 @@ import numpy as np
 import sentencepiece
 
 from s2t_jax.frontend.added_tokens import AddedTokens, token_content
-from s2t_jax.frontend.model_inputs import BatchEncoding
-from s2t_jax.frontend.padding import pad_id_lists, round_up, token_strategies
+from s2t_jax.frontend.encoding import EncodingMixin
+from s2t_jax.frontend.padding import check_side
+from s2t_jax.frontend.special_tokens import SpecialTokensMixin
 from s2t_jax.frontend.tokenizer_files import (
     VOCAB_FILES_NAMES,
     read_tokenizer_files,
@@ -38,7 +41,6 @@ __all__ = ["Speech2TextTokenizer"]
 MUSTC_LANGS = ["pt", "fr", "ru", "nl", "ro", "it", "es", "de"]
 LANGUAGES = {"mustc": MUSTC_LANGS}
 VERY_LARGE_INTEGER = int(1e30)  # transformers' "no limit" model_max_length
-SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
 def _as_id_list(token_ids) -> list[int]:
@@ -49,7 +51,7 @@ def _as_id_list(token_ids) -> list[int]:
     return [int(i) for i in token_ids]
 
 
-class Speech2TextTokenizer:
+class Speech2TextTokenizer(SpecialTokensMixin, EncodingMixin):
     """Sentencepiece + fairseq-dictionary tokenizer with transformers' Speech2Text behaviour."""
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -63,6 +65,9 @@ class Speech2TextTokenizer:
         eos_token: str = "</s>",
         pad_token: str = "<pad>",
         unk_token: str = "<unk>",
+        sep_token: str | None = None,
+        cls_token: str | None = None,
+        mask_token: str | None = None,
         do_upper_case: bool = False,
         do_lower_case: bool = False,
         tgt_lang: str | None = None,
@@ -73,6 +78,7 @@ class Speech2TextTokenizer:
         model_max_length: int | None = None,
         clean_up_tokenization_spaces: bool = False,
         padding_side: str = "right",
+        truncation_side: str = "right",
         added_tokens_decoder: dict | None = None,
         **kwargs,
     ):
@@ -89,19 +95,17 @@ class Speech2TextTokenizer:
         self.eos_token = token_content(eos_token)
         self.pad_token = token_content(pad_token)
         self.unk_token = token_content(unk_token)
+        self.sep_token = token_content(sep_token)
+        self.cls_token = token_content(cls_token)
+        self.mask_token = token_content(mask_token)
         self.do_upper_case = do_upper_case
         self.do_lower_case = do_lower_case
         self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else model_max_length
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        self.padding_side = padding_side
+        self.padding_side = check_side("padding_side", padding_side)
+        self.truncation_side = check_side("truncation_side", truncation_side)
 
-        extra = [token_content(t) for t in additional_special_tokens or []]
-        if isinstance(extra_special_tokens, dict):  # transformers 4.x named extras
-            extra += [token_content(t) for t in extra_special_tokens.values()]
-        elif extra_special_tokens:
-            extra += [token_content(t) for t in extra_special_tokens]
+        additional = [token_content(t) for t in additional_special_tokens or []]
 
         self.lang_codes = lang_codes
         self.prefix_tokens: list[int] = []
@@ -117,16 +121,23 @@ class Speech2TextTokenizer:
                 lang: self.sp_model.PieceToId(tok)
                 for lang, tok in zip(self.langs, self.lang_tokens)
             }
-            extra = self.lang_tokens + extra
+            additional = self.lang_tokens + additional
             self._tgt_lang = tgt_lang if tgt_lang is not None else self.langs[0]
             self.set_tgt_lang_special_tokens(self._tgt_lang)
         else:
             self.langs, self.lang_tokens, self.lang_code_to_id = [], [], {}
             self._tgt_lang = tgt_lang
 
-        named = [t for t in (self.bos_token, self.eos_token, self.unk_token, self.pad_token) if t]
+        # As transformers: a saved extra_special_tokens list replaces additional_special_tokens
+        # (and the <lang:xx> codes); a dict (named extras, transformers 4.x) adds to them.
+        if isinstance(extra_special_tokens, dict):
+            extra = additional + [token_content(t) for t in extra_special_tokens.values()]
+        elif extra_special_tokens is not None:
+            extra = [token_content(t) for t in extra_special_tokens]
+        else:
+            extra = additional
+        named = self.special_tokens_map.values()
         self.extra_special_tokens = list(dict.fromkeys(t for t in extra if t not in named))
-        self.all_special_tokens = list(dict.fromkeys(named + self.extra_special_tokens))
 
         # Added tokens: specials (at their vocab id, or appended after the vocabulary) plus any
         # user-added tokens saved in tokenizer_config.json's added_tokens_decoder.
@@ -144,26 +155,6 @@ class Speech2TextTokenizer:
 
     def __len__(self) -> int:
         return len(self.get_vocab())
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        return [self.added_tokens.ids[t] for t in self.all_special_tokens]
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self.convert_tokens_to_ids(self.bos_token) if self.bos_token else None
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self.convert_tokens_to_ids(self.eos_token) if self.eos_token else None
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self.convert_tokens_to_ids(self.pad_token) if self.pad_token else None
-
-    @property
-    def unk_token_id(self) -> int | None:
-        return self.convert_tokens_to_ids(self.unk_token) if self.unk_token else None
 
     @property
     def tgt_lang(self) -> str | None:
@@ -205,74 +196,25 @@ class Speech2TextTokenizer:
     def build_inputs_with_special_tokens(
         self, token_ids_0: list[int], token_ids_1: list[int] | None = None
     ) -> list[int]:
-        """prefix_tokens + ids (+ pair ids) + [eos]."""
+        """prefix_tokens + ids (+ pair ids: Speech2Text concatenates) + [eos]."""
         pair = token_ids_1 or []
         return self.prefix_tokens + list(token_ids_0) + list(pair) + [self.eos_token_id]
 
-    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1=None) -> list[int]:
+    def get_special_tokens_mask(
+        self, token_ids_0: list[int], token_ids_1=None, already_has_special_tokens: bool = False
+    ) -> list[int]:
+        """1 where build_inputs_with_special_tokens puts a special token; with
+        `already_has_special_tokens`, 1 for every special id in `token_ids_0`."""
+        if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise ValueError(
+                    "You should not supply a second sequence if the provided sequence of ids is "
+                    "already formatted with special tokens for the model."
+                )
+            special = set(self.all_special_ids)
+            return [1 if int(i) in special else 0 for i in _as_id_list(token_ids_0)]
         body = len(token_ids_0) + len(token_ids_1 or [])
         return [1] * len(self.prefix_tokens) + [0] * body + [1]
-
-    def _encode_one(
-        self, text: str, add_special_tokens: bool, trunc: bool, max_length
-    ) -> list[int]:
-        if not isinstance(text, str):
-            raise TypeError(
-                f"text must be a string or a list of strings, got {type(text).__name__}"
-            )
-        ids = self.convert_tokens_to_ids(self.tokenize(text))
-        if trunc:
-            extra = len(self.prefix_tokens) + 1 if add_special_tokens else 0
-            ids = ids[: max(0, len(ids) - max(0, len(ids) + extra - max_length))]
-        return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
-
-    def encode(
-        self,
-        text: str,
-        add_special_tokens: bool = True,
-        truncation: bool | None = None,
-        max_length: int | None = None,
-    ) -> list[int]:
-        """Token ids of one text: prefix_tokens + pieces + [eos]."""
-        _, trunc, max_length = token_strategies(
-            False, truncation, max_length, self.model_max_length
-        )
-        return self._encode_one(text, add_special_tokens, trunc, max_length)
-
-    def __call__(
-        self,
-        text: str | list[str],
-        add_special_tokens: bool = True,
-        padding: bool | str = False,
-        truncation: bool | None = None,
-        max_length: int | None = None,
-        pad_to_multiple_of: int | None = None,
-        return_tensors: str | None = None,
-        return_attention_mask: bool | None = None,
-        padding_side: str | None = None,
-    ) -> BatchEncoding:
-        """Encode one text (lists of ints) or a batch (lists of lists), as transformers does."""
-        pad, trunc, max_length = token_strategies(
-            padding, truncation, max_length, self.model_max_length
-        )
-        batched = isinstance(text, (list, tuple))
-        texts = list(text) if batched else [text]
-        ids = [self._encode_one(t, add_special_tokens, trunc, max_length) for t in texts]
-        target = None
-        if pad == "longest":
-            target = max(len(x) for x in ids)
-        elif pad == "max_length":
-            target = max_length
-        if target is not None:
-            target = round_up(target, pad_to_multiple_of)
-        side = padding_side or self.padding_side
-        ids, masks = pad_id_lists(ids, target, self.pad_token_id, side)
-        out = {"input_ids": ids if batched else ids[0]}
-        if return_attention_mask is None or return_attention_mask:
-            out["attention_mask"] = masks if batched else masks[0]
-        if return_tensors is not None and not batched:
-            out = {k: [v] for k, v in out.items()}  # transformers adds the batch axis
-        return BatchEncoding(out).convert_to_tensors(return_tensors)
 
     # ---- decoding -----------------------------------------------------------------------
 
@@ -347,8 +289,11 @@ class Speech2TextTokenizer:
     # ---- persistence --------------------------------------------------------------------
 
     def to_config(self) -> dict[str, Any]:
-        """tokenizer_config.json as transformers 5 writes it."""
-        return {
+        """tokenizer_config.json as transformers 5 writes it (constructor keywords it does not
+        know are kept, as transformers keeps them)."""
+        config = {
+            **self.init_kwargs,
+            **{name: token for name, token in self.special_tokens_map.items()},
             "added_tokens_decoder": self.added_tokens.to_config(self.all_special_tokens),
             "backend": "custom",
             "bos_token": self.bos_token,
@@ -365,6 +310,10 @@ class Speech2TextTokenizer:
             "tokenizer_class": "Speech2TextTokenizer",
             "unk_token": self.unk_token,
         }
+        for name in ("padding_side", "truncation_side"):
+            if getattr(self, name) != "right":
+                config[name] = getattr(self, name)
+        return config
 
     def save_pretrained(
         self,
@@ -373,17 +322,19 @@ class Speech2TextTokenizer:
         processor_class: str | None = None,
     ) -> tuple[str, ...]:
         """Write vocab.json, sentencepiece.bpe.model and tokenizer_config.json (and, for the
-        older hub layout, special_tokens_map.json)."""
+        older hub layout, special_tokens_map.json), plus added_tokens.json when tokens were added
+        after the vocabulary. Returns the paths written."""
         config = self.to_config()
         if processor_class is not None:
             config["processor_class"] = processor_class
         tokens = None
         if special_tokens_map:
-            tokens = {name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES}
+            tokens = dict(self.special_tokens_map)
             if self.extra_special_tokens:
                 tokens["additional_special_tokens"] = list(self.extra_special_tokens)
+        added = {t: i for t, i in self.added_tokens_encoder.items() if i >= self.vocab_size}
         return write_tokenizer_files(
-            save_directory, self.encoder, self.spm_file, self.sp_model, config, tokens
+            save_directory, self.encoder, self.spm_file, self.sp_model, config, tokens, added
         )
 
     @classmethod

@@ -2,7 +2,8 @@
 
 A tokenizer directory holds vocab.json (fairseq's dictionary as piece -> id) and
 sentencepiece.bpe.model, plus tokenizer_config.json (transformers 5) and, in the older layout
-of facebook/s2t-*, special_tokens_map.json. Reading merges the two configs (tokenizer_config.json
+of facebook/s2t-*, special_tokens_map.json; added_tokens.json lists tokens added after the
+vocabulary (read only when tokenizer_config.json has no added_tokens_decoder, as transformers). Reading merges the two configs (tokenizer_config.json
 wins) into the tokenizer's constructor arguments; writing produces what transformers reads.
 """
 
@@ -19,6 +20,7 @@ __all__ = ["read_tokenizer_files", "write_tokenizer_files"]
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "spm_file": "sentencepiece.bpe.model"}
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
 # Keys transformers writes that name files or classes rather than configure the tokenizer.
 NOT_ARGUMENTS = (
     "tokenizer_class",
@@ -55,6 +57,11 @@ def read_tokenizer_files(directory: str | os.PathLike) -> tuple[Path, Path, dict
     if (directory / SPECIAL_TOKENS_MAP_FILE).is_file():
         for key, value in _read_json(directory / SPECIAL_TOKENS_MAP_FILE).items():
             config.setdefault(key, value)
+    if "added_tokens_decoder" not in config and (directory / ADDED_TOKENS_FILE).is_file():
+        added = _read_json(directory / ADDED_TOKENS_FILE)
+        config["added_tokens_decoder"] = {
+            str(index): {"content": token, "normalized": True} for token, index in added.items()
+        }
     for key in NOT_ARGUMENTS:
         config.pop(key, None)
     return files["vocab_file"], files["spm_file"], config
@@ -67,10 +74,11 @@ def write_tokenizer_files(
     sp_model,
     config: dict[str, Any],
     special_tokens_map: dict[str, Any] | None = None,
+    added_vocab: dict[str, int] | None = None,
 ) -> tuple[str, ...]:
     """Write tokenizer_config.json, vocab.json and sentencepiece.bpe.model (copied from
-    `spm_file` when it exists, else serialised from the loaded `sp_model`), and
-    special_tokens_map.json when given.
+    `spm_file` when it exists, else serialised from the loaded `sp_model`), then
+    special_tokens_map.json and added_tokens.json when given (and non-empty).
     Returns the paths written, in that order."""
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
@@ -87,4 +95,6 @@ def write_tokenizer_files(
     written += [str(vocab_path), str(spm_path)]
     if special_tokens_map is not None:
         written.append(_write_json(save_directory / SPECIAL_TOKENS_MAP_FILE, special_tokens_map))
+    if added_vocab:
+        written.append(_write_json(save_directory / ADDED_TOKENS_FILE, added_vocab))
     return tuple(written)

@@ -131,9 +131,38 @@ def test_jax_tensors(ours, mixed_batch):
     assert out.attention_mask.dtype == np.int32
 
 
-def test_ragged_tensors_raise(ours, mixed_batch):
+def _assert_same_layout(got, want):
+    """Same keys, container types, dtypes and shapes, and close values."""
+    assert set(got) == set(want)
+    for key in want:
+        g, w = got[key], want[key]
+        assert type(g) is type(w), key
+        if isinstance(w, np.ndarray):
+            assert (g.dtype, g.shape) == (w.dtype, w.shape), key
+        assert len(g) == len(w)
+        for gi, wi in zip(g, w):
+            assert np.asarray(gi).dtype == np.asarray(wi).dtype, key
+            assert np.asarray(gi).shape == np.asarray(wi).shape, key
+            assert np.abs(np.asarray(gi, np.float64) - np.asarray(wi, np.float64)).max() < CMVN_ATOL
+
+
+@pytest.mark.parametrize("cmvn", [True, False])
+@pytest.mark.parametrize("tensors", [None, "np"])
+def test_unpadded_output_types_match(quiet_transformers, mixed_batch, cmvn, tensors):
+    """Without padding, utterances of different (or equal) lengths come back in the same
+    containers as transformers' (lists, stacked arrays or numpy object arrays)."""
+    ours = Speech2TextFeatureExtractor(do_ceptral_normalize=cmvn)
+    ref = quiet_transformers.Speech2TextFeatureExtractor(do_ceptral_normalize=cmvn)
+    for batch in (mixed_batch[:3], [mixed_batch[1], mixed_batch[1]], mixed_batch[1]):
+        kw = dict(sampling_rate=SR, return_tensors=tensors)
+        _assert_same_layout(ours(batch, **kw), ref(batch, **kw))
+    padded = dict(sampling_rate=SR, padding=True, return_tensors=tensors)
+    _assert_same_layout(ours(mixed_batch[:3], **padded), ref(mixed_batch[:3], **padded))
+
+
+def test_ragged_jax_tensors_raise(ours, mixed_batch):
     with pytest.raises(ValueError, match="padding=True"):
-        ours(mixed_batch, sampling_rate=SR, return_tensors="np")
+        ours(mixed_batch, sampling_rate=SR, return_tensors="jax")
 
 
 def test_return_attention_mask_off(ours, mixed_batch):
@@ -278,7 +307,10 @@ def test_config_layouts(tmp_path, quiet_transformers, mixed_batch):
 
 def test_save_pretrained_format(tmp_path, quiet_transformers):
     fe = Speech2TextFeatureExtractor(padding_value=2.0, dither=0.5)
-    path = fe.save_pretrained(tmp_path)
+    written = fe.save_pretrained(tmp_path)
+    ref_written = quiet_transformers.Speech2TextFeatureExtractor().save_pretrained(tmp_path / "r")
+    assert [p.rsplit("/", 1)[1] for p in written] == [p.rsplit("/", 1)[1] for p in ref_written]
+    (path,) = written
     saved = json.loads(open(path).read())
     assert saved["feature_extractor_type"] == "Speech2TextFeatureExtractor"
     assert saved["processor_class"] == "Speech2TextProcessor"
@@ -302,3 +334,88 @@ def test_other_sampling_rate_reaches_the_kernel():
     out = Speech2TextFeatureExtractor(sampling_rate=8000)(wave, sampling_rate=8000)
     want = utterance_cmvn(kaldi_fbank([wave], sampling_rate=8000)[0])
     np.testing.assert_array_equal(out["input_features"][0], want)
+
+
+def test_unknown_config_keys_round_trip(tmp_path, quiet_transformers):
+    """to_dict / to_json_file / from_json_file / save_pretrained keep keys the extractor does
+    not use, as transformers does."""
+    kw = dict(padding_value=2.0, chunk_length=30, note={"a": [1, 2]})
+    ours = Speech2TextFeatureExtractor(**kw)
+    ref = quiet_transformers.Speech2TextFeatureExtractor(**kw)
+    assert ours.to_dict() == ref.to_dict()
+    assert ours.chunk_length == ref.chunk_length == 30
+    ours.to_json_file(tmp_path / "ours.json")
+    ref.to_json_file(tmp_path / "ref.json")
+    assert json.loads((tmp_path / "ours.json").read_text()) == json.loads(
+        (tmp_path / "ref.json").read_text()
+    )
+    for path in (tmp_path / "ours.json", tmp_path / "ref.json"):
+        again = Speech2TextFeatureExtractor.from_json_file(path)
+        assert again.to_dict() == ours.to_dict()
+        assert (
+            quiet_transformers.Speech2TextFeatureExtractor.from_json_file(path).note == kw["note"]
+        )
+    ours.save_pretrained(tmp_path / "saved")
+    loaded = quiet_transformers.Speech2TextFeatureExtractor.from_pretrained(tmp_path / "saved")
+    assert loaded.chunk_length == 30
+    assert Speech2TextFeatureExtractor.from_pretrained(tmp_path / "saved").note == kw["note"]
+    with pytest.raises(ValueError, match="shadow"):
+        Speech2TextFeatureExtractor(pad=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(padding=False),
+        dict(padding="max_length", max_length=400),
+        dict(padding="longest", pad_to_multiple_of=64),
+        dict(padding=True, truncation=True, max_length=100),
+        dict(padding=True, return_attention_mask=False),
+        dict(padding=True, return_tensors="np"),
+    ],
+)
+def test_pad_matches_transformers(ours, ref, mixed_batch, kwargs):
+    """`pad` on extracted features (a dict of lists, or a list of dicts as a collate_fn gets)."""
+    feats = ref(mixed_batch[:3], sampling_rate=SR)["input_features"]
+    for inputs in (
+        lambda: {"input_features": list(feats)},
+        lambda: [{"input_features": f} for f in feats],
+        lambda: {"input_features": [f.astype(np.float64).tolist() for f in feats]},
+    ):
+        _assert_same_layout(ours.pad(inputs(), **kwargs), ref.pad(inputs(), **kwargs))
+
+
+def test_pad_left_and_errors(quiet_transformers, ref, mixed_batch):
+    feats = ref(mixed_batch[:3], sampling_rate=SR)["input_features"]
+    kw = dict(padding_side="left", padding_value=-1.0)
+    ours = Speech2TextFeatureExtractor(**kw)
+    left_ref = quiet_transformers.Speech2TextFeatureExtractor(**kw)
+    _assert_same_layout(
+        ours.pad({"input_features": list(feats)}), left_ref.pad({"input_features": list(feats)})
+    )
+    for bad in (
+        dict(padding="max_length"),
+        dict(truncation=True),
+    ):
+        with pytest.raises(ValueError):
+            left_ref.pad({"input_features": list(feats)}, **bad)
+        with pytest.raises(ValueError):
+            ours.pad({"input_features": list(feats)}, **bad)
+    with pytest.raises(ValueError, match="input_features"):
+        ours.pad({"input_values": list(feats)})
+
+
+def test_batch_feature_tensor_type(quiet_transformers):
+    from s2t_jax.frontend.model_inputs import BatchFeature
+
+    data = {"a": [[1, 2], [3, 4]], "b": [[1.0, 2.0]], "name": "x", "c": [np.zeros(2), np.ones(3)]}
+    got = BatchFeature(dict(data), tensor_type="np")
+    want = quiet_transformers.BatchFeature(dict(data), tensor_type="np")
+    for key in ("a", "b"):
+        assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape
+    assert got["name"] == want["name"] == "x"
+    assert got["c"].dtype == want["c"].dtype == object
+    assert got.data is got and got.a.shape == (2, 2)
+    with pytest.raises(ValueError):
+        BatchFeature(data, tensor_type="tf")

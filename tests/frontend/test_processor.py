@@ -159,3 +159,56 @@ def test_audio_only_text_only_and_errors(ref_dir, waves, quiet_transformers):
         ours(waves[0], sampling_rate=SR, bogus=1)
     assert isinstance(ours.feature_extractor, Speech2TextFeatureExtractor)
     assert isinstance(ours.tokenizer, Speech2TextTokenizer)
+
+
+def test_from_pretrained_routes_keywords(ref_dir, quiet_transformers):
+    """Each keyword reaches the component that takes it, as with transformers' processor."""
+    kw = dict(padding_value=1.0, tgt_lang="de", padding_side="left", do_upper_case=True)
+    ours = Speech2TextProcessor.from_pretrained(ref_dir, **kw)
+    ref = quiet_transformers.Speech2TextProcessor.from_pretrained(str(ref_dir), **kw)
+    assert ours.feature_extractor.padding_value == ref.feature_extractor.padding_value == 1.0
+    assert ours.feature_extractor.padding_side == ref.feature_extractor.padding_side == "left"
+    assert ours.tokenizer.padding_side == ref.tokenizer.padding_side == "left"
+    assert ours.tokenizer.tgt_lang == ref.tokenizer.tgt_lang == "de"
+    assert ours.tokenizer.do_upper_case is ref.tokenizer.do_upper_case is True
+    assert ours(text=TEXTS, padding=True)["input_ids"] == ref(text=TEXTS, padding=True)["input_ids"]
+    trunc = Speech2TextProcessor.from_pretrained(ref_dir, truncation_side="left")
+    assert trunc.tokenizer.truncation_side == "left"
+    with pytest.raises(TypeError, match="bogus"):
+        Speech2TextProcessor.from_pretrained(ref_dir, bogus=1)
+
+
+def test_call_forms_match_transformers(ref_dir, waves, quiet_transformers):
+    ours = Speech2TextProcessor.from_pretrained(ref_dir)
+    ref = quiet_transformers.Speech2TextProcessor.from_pretrained(str(ref_dir))
+    kw = dict(sampling_rate=SR, padding=True, return_tensors="np")
+    # audio and text by keyword: features plus the ids as labels
+    assert_same(ours(audio=waves, text=TEXTS, **kw), ref(audio=waves, text=TEXTS, **kw))
+    # the older positional audio form, with and without text
+    assert_same(ours(waves, **kw), ref(waves, **kw))
+    assert_same(ours(waves[0], text=TEXTS[0], **kw), ref(waves[0], text=TEXTS[0], **kw))
+    # text only: the tokenizer's output; sampling_rate is unused there, in both
+    for text_kw in (dict(), dict(padding=True, return_tensors="np"), dict(max_length=4)):
+        got = ours(text=TEXTS, sampling_rate=SR, **text_kw)
+        want = ref(text=TEXTS, sampling_rate=SR, **text_kw)
+        assert set(got) == set(want)
+        for key in want:
+            as_lists = [
+                v.tolist() if isinstance(v, np.ndarray) else v for v in (got[key], want[key])
+            ]
+            assert as_lists[0] == as_lists[1], key
+    # text keywords that only the tokenizer takes: fine with text alone, in both
+    for text_kw in (dict(add_special_tokens=False), dict(text_pair=TEXTS[::-1])):
+        assert ours(text=TEXTS, **text_kw)["input_ids"] == ref(text=TEXTS, **text_kw)["input_ids"]
+    # transformers sends them to the feature extractor too, which fails; we route them.
+    with pytest.raises(TypeError):
+        ref(waves[0], sampling_rate=SR, text=TEXTS[0], add_special_tokens=False)
+    got = ours(waves[0], sampling_rate=SR, text=TEXTS[0], add_special_tokens=False)
+    assert got["labels"] == ref.tokenizer(TEXTS[0], add_special_tokens=False)["input_ids"]
+    # a keyword that no given input uses is named
+    with pytest.raises(TypeError, match="add_special_tokens"):
+        ours(waves[0], sampling_rate=SR, add_special_tokens=False)
+    # a wrong sampling rate is refused by both
+    for proc in (ours, ref):
+        with pytest.raises(ValueError, match="8000"):
+            proc(waves[0], sampling_rate=8000, text=TEXTS[0])
