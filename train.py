@@ -31,6 +31,11 @@ def main(argv):
     )
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if _CONFIG.value.get("task") == "lm":  # configs/lm.py: a language model for fusion
+        from s2t_jax.training.lm_trainer import train_lm
+
+        train_lm(_CONFIG.value, _WORKDIR.value)
+        return
     from s2t_jax.training.trainer import train_and_evaluate
 
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
