@@ -13,7 +13,16 @@ import json
 import os
 from typing import Any
 
-_OURS_ONLY = ("dtype", "param_dtype", "zero_padded_frames")
+_OURS_ONLY = (
+    "dtype",
+    "param_dtype",
+    "zero_padded_frames",
+    "encoder_type",
+    "pos_enc_type",
+    "depthwise_conv_kernel_size",
+)
+ENCODER_TYPES = ("transformer", "conformer")
+POS_ENC_TYPES = ("abs", "rope", "rel_pos")
 # Upper limits on sizes, far above any released model, so a corrupt or hostile config.json
 # fails at once instead of allocating without bound.
 _MAXIMA = {
@@ -28,6 +37,7 @@ _MAXIMA = {
     "num_conv_layers": 8,
     "conv_channels": 1 << 16,
     "conv_kernel_size": 1024,
+    "depthwise_conv_kernel_size": 1024,
     "input_feat_per_channel": 4096,
     "input_channels": 64,
     "max_source_positions": 1 << 20,
@@ -71,6 +81,13 @@ class Speech2TextConfig:
     input_feat_per_channel: int = 80
     input_channels: int = 1
     tie_word_embeddings: bool = True
+    # Ours: the encoder. "transformer" is transformers' Speech2Text (fairseq s2t_transformer);
+    # "conformer" is fairseq's s2t_conformer, whose self-attention takes positions as
+    # `pos_enc_type` says and whose convolution module has a depthwise kernel of
+    # `depthwise_conv_kernel_size` frames. The two conformer fields are unused otherwise.
+    encoder_type: str = "transformer"
+    pos_enc_type: str = "abs"
+    depthwise_conv_kernel_size: int = 31
     # Generation defaults, as the released checkpoints' config.json carries them.
     num_beams: int = 1
     max_length: int = 200
@@ -167,6 +184,25 @@ class Speech2TextConfig:
                 f"activation_function={self.activation_function!r} must be one of "
                 f"{sorted(ACTIVATIONS)}"
             )
+        if self.encoder_type not in ENCODER_TYPES:
+            errors.append(f"encoder_type={self.encoder_type!r} must be one of {ENCODER_TYPES}")
+        if self.pos_enc_type not in POS_ENC_TYPES:
+            errors.append(f"pos_enc_type={self.pos_enc_type!r} must be one of {POS_ENC_TYPES}")
+        if self.depthwise_conv_kernel_size < 1 or self.depthwise_conv_kernel_size % 2 == 0:
+            errors.append(
+                f"depthwise_conv_kernel_size={self.depthwise_conv_kernel_size} must be odd and "
+                "positive (the convolution keeps the frame count)"
+            )
+        if (
+            self.encoder_type == "conformer"
+            and self.pos_enc_type == "rope"
+            and self.encoder_attention_heads > 0
+            and (self.d_model // self.encoder_attention_heads) % 2
+        ):
+            errors.append(
+                f"pos_enc_type='rope' needs an even head size, got d_model={self.d_model} / "
+                f"encoder_attention_heads={self.encoder_attention_heads}"
+            )
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 errors.append(
@@ -193,6 +229,9 @@ class Speech2TextConfig:
                 f"a Speech2Text config must be a JSON object, got {type(data).__name__}"
             )
         data = dict(data)
+        for alias, name in cls.attribute_map.items():  # transformers: the alias wins
+            if alias in data:
+                data[name] = data.pop(alias)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: data.pop(k) for k in list(data) if k in names}
         if isinstance(known.get("eos_token_id"), list):
@@ -236,7 +275,12 @@ class Speech2TextConfig:
             raise ValueError(f"{path}: {e}") from e
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> Speech2TextConfig:
+    def from_pretrained(
+        cls, path: str | os.PathLike, subfolder: str = "", **overrides
+    ) -> Speech2TextConfig:
+        """`subfolder`: a directory inside `path` that holds config.json, as in transformers."""
+        path = os.path.join(path, subfolder) if subfolder else path
+        overrides = {cls.attribute_map.get(k, k): v for k, v in overrides.items()}
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.exists(file):
             raise FileNotFoundError(f"{file}: no config.json (expected a Speech2Text model dir)")
@@ -252,3 +296,90 @@ class Speech2TextConfig:
 
     def replace(self, **changes) -> Speech2TextConfig:
         return dataclasses.replace(self, **changes)
+
+    # --- transformers' PretrainedConfig API: aliases, unknown keys as attributes, JSON ------
+
+    # transformers' names for three fields (read, set, and accepted in config.json).
+    attribute_map = {
+        "num_attention_heads": "encoder_attention_heads",
+        "hidden_size": "d_model",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    # transformers' base PretrainedConfig keys with their defaults (each a list of equal forms:
+    # JSON turns id2label's integer keys into strings); to_diff_dict leaves these out.
+    _base_defaults = {
+        "_name_or_path": [""],
+        "output_attentions": [False],
+        "output_hidden_states": [False],
+        "return_dict": [True],
+        "chunk_size_feed_forward": [0],
+        "problem_type": [None],
+        "architectures": [None],
+        "label2id": [{"LABEL_0": 0, "LABEL_1": 1}],
+        "id2label": [{0: "LABEL_0", 1: "LABEL_1"}, {"0": "LABEL_0", "1": "LABEL_1"}],
+    }
+
+    @property
+    def hidden_size(self) -> int:
+        return self.d_model
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:
+        self.d_model = value
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.encoder_attention_heads
+
+    @num_attention_heads.setter
+    def num_attention_heads(self, value: int) -> None:
+        self.encoder_attention_heads = value
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.encoder_layers
+
+    @num_hidden_layers.setter
+    def num_hidden_layers(self, value: int) -> None:
+        self.encoder_layers = value
+
+    def __getattr__(self, name: str):
+        """Unknown config.json keys read as attributes (`config.architectures`), as in
+        transformers. Only called when ordinary lookup fails."""
+        extra = self.__dict__.get("extra")
+        if extra is not None and not name.startswith("__") and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        """Fields and aliases set as usual; any other name is kept in `extra` and saved back,
+        as transformers keeps an attribute set on its config (not validated: not ours)."""
+        cls = type(self)
+        if name in cls.__dataclass_fields__ or hasattr(cls, name) or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """to_dict() less transformers' base-config keys that hold their defaults, as
+        transformers' to_diff_dict (every Speech2Text field is kept)."""
+        out = self.to_dict()
+        for key, defaults in self._base_defaults.items():
+            if key in out and out[key] in defaults:
+                del out[key]
+        return out
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """use_diff=False adds transformers' base-config keys at their defaults, as its full
+        dict has them (to_dict, which config.json is written from, leaves them out)."""
+        if use_diff:
+            data = self.to_diff_dict()
+        else:
+            data = {k: v[0] for k, v in self._base_defaults.items() if k != "architectures"}
+            data.update(self.to_dict())
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
+        with open(json_file_path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string(use_diff=use_diff))

@@ -112,3 +112,70 @@ def test_config_json_must_be_an_object(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json: a Speech2Text config must be a JSON object"):
         Speech2TextConfig.from_pretrained(tmp_path)
+
+
+# --- transformers' PretrainedConfig API --------------------------------------------------------
+
+ALIASES = {"hidden_size": 64, "num_attention_heads": 8, "num_hidden_layers": 3}
+
+
+def test_aliases_read_set_and_load_as_in_transformers():
+    ours, ref = Speech2TextConfig(), transformers.Speech2TextConfig()
+    for alias in ALIASES:
+        assert getattr(ours, alias) == getattr(ref, alias), alias
+    for alias, value in ALIASES.items():
+        setattr(ours, alias, value)
+        setattr(ref, alias, value)
+    assert (ours.d_model, ours.encoder_attention_heads, ours.encoder_layers) == (
+        ref.d_model,
+        ref.encoder_attention_heads,
+        ref.encoder_layers,
+    )
+    data = {**transformers.Speech2TextConfig().to_dict(), **ALIASES}
+    ours, ref = Speech2TextConfig.from_dict(data), transformers.Speech2TextConfig.from_dict(data)
+    for alias in ALIASES:
+        assert getattr(ours, alias) == getattr(ref, alias) == ALIASES[alias], alias
+        assert alias not in ours.to_dict() and alias not in ref.to_dict()
+
+
+def test_to_dict_and_json_match_transformers(tmp_path):
+    kwargs = dict(d_model=64, encoder_attention_heads=8, vocab_size=100, foo="bar")
+    ref = transformers.Speech2TextConfig(**kwargs)
+    ours = Speech2TextConfig.from_dict(kwargs)
+    for use_diff in (True, False):
+        want = json.loads(ref.to_json_string(use_diff=use_diff))
+        got = json.loads(ours.to_json_string(use_diff=use_diff))
+        # transformers' "dtype" is torch's; ours is the compute dtype (see config.py).
+        shared = set(want) - {"transformers_version", "dtype", "architectures"}
+        assert shared <= set(got), shared - set(got)
+        assert {k: got[k] for k in shared} == {k: want[k] for k in shared}
+    ours.to_json_file(tmp_path / "c.json")
+    assert (tmp_path / "c.json").read_text() == ours.to_json_string()
+    assert ours.to_dict()["foo"] == ref.to_dict()["foo"] == "bar"
+
+
+def test_unknown_keys_are_kept_both_ways(tmp_path):
+    ref = transformers.Speech2TextConfig(foo={"a": 1}, vocab_size=100)
+    ref.save_pretrained(tmp_path / "theirs")
+    ours = Speech2TextConfig.from_pretrained(tmp_path / "theirs")
+    assert ours.foo == {"a": 1} and ours.extra["foo"] == {"a": 1}
+    # Set on the object, as transformers allows, and not validated (they are not ours).
+    ours.bar = "not a number"
+    ref.bar = "not a number"
+    assert ours.to_dict()["bar"] == ref.to_dict()["bar"]
+    ours.save_pretrained(tmp_path / "ours", transformers_only=True)
+    back = transformers.Speech2TextConfig.from_pretrained(tmp_path / "ours")
+    assert (back.foo, back.bar, back.vocab_size) == ({"a": 1}, "not a number", 100)
+    for config in (ours, ref):
+        with pytest.raises(AttributeError):
+            config.no_such_key  # noqa: B018
+
+
+def test_from_pretrained_subfolder(tmp_path):
+    transformers.Speech2TextConfig(vocab_size=123).save_pretrained(tmp_path / "a" / "b")
+    ref = transformers.Speech2TextConfig.from_pretrained(tmp_path, subfolder="a/b")
+    ours = Speech2TextConfig.from_pretrained(tmp_path, subfolder="a/b")
+    assert ours.vocab_size == ref.vocab_size == 123
+    # (transformers returns a default config here; a missing config.json is an error for us.)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        Speech2TextConfig.from_pretrained(tmp_path, subfolder="missing")
