@@ -1,0 +1,105 @@
+"""Cut long recordings at pauses into segments the encoder can take.
+
+A fixed window cuts words in two at every boundary. Here each 10 ms frame is called speech or
+pause by its energy against the recording's own noise floor, and segments end in the middle
+of pauses: each segment is as long as it can be up to `max_seconds` (below the encoder's
+reach), and no shorter than `min_seconds` unless the recording ends. A stretch with no pause
+before `max_seconds` is cut at its quietest frame in the last `search_seconds` before the limit.
+Segments that hold no speech at all are dropped.
+
+The energy detector needs no model and no extra dependency; docs/long_form.md compares it with
+the VAD libraries (webrtcvad, silero) where they are installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+HOP_SECONDS = 0.010
+WINDOW_SECONDS = 0.025
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterConfig:
+    min_seconds: float = 2.0
+    max_seconds: float = 20.0
+    min_pause_seconds: float = 0.15  # shorter quiet stretches are within speech
+    min_speech_seconds: float = 0.08  # shorter loud bursts are clicks, not speech
+    search_seconds: float = 3.0  # where to look for the quietest frame of a forced cut
+    margin_db: float = 6.0  # speech is at least this far above the noise floor
+
+    def __post_init__(self):
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ValueError(
+                f"segmenter: need 0 < min_seconds ({self.min_seconds}) <= max_seconds "
+                f"({self.max_seconds})"
+            )
+        if self.min_pause_seconds <= 0 or self.search_seconds <= 0:
+            raise ValueError("segmenter: min_pause_seconds and search_seconds must be > 0")
+
+
+def frame_energy_db(waveform: np.ndarray, rate: int) -> np.ndarray:
+    """Log energy (dB) of each 25 ms frame every 10 ms -> float64 [frames]."""
+    hop, win = round(HOP_SECONDS * rate), round(WINDOW_SECONDS * rate)
+    x = np.asarray(waveform, np.float64)
+    if len(x) < win:
+        x = np.pad(x, (0, win - len(x)))
+    frames = 1 + (len(x) - win) // hop
+    power = np.cumsum(np.concatenate([[0.0], x * x]))  # running sum of squares
+    starts = np.arange(frames) * hop
+    mean = (power[starts + win] - power[starts]) / win  # [frames]
+    return 10.0 * np.log10(mean + 1e-12)
+
+
+def speech_frames(energy_db: np.ndarray, config: SegmenterConfig) -> np.ndarray:
+    """bool [frames]: speech above the floor, short pauses filled, short bursts dropped."""
+    # The floor from the quietest 2% of frames: a talk may pause for less than a tenth of it.
+    floor, loud = np.percentile(energy_db, 2), np.percentile(energy_db, 95)
+    threshold = floor + max(config.margin_db, 0.3 * (loud - floor))
+    speech = energy_db > threshold
+    speech = _fill_runs(speech, False, round(config.min_pause_seconds / HOP_SECONDS))
+    return _fill_runs(speech, True, round(config.min_speech_seconds / HOP_SECONDS))
+
+
+def _fill_runs(flags: np.ndarray, value: bool, shorter_than: int) -> np.ndarray:
+    """Flips inner runs of `value` shorter than `shorter_than` frames to `not value`."""
+    out = flags.copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[not value], flags == value, [not value]])))
+    for start, end in zip(edges[::2], edges[1::2]):
+        inner = start > 0 and end < len(flags)
+        if inner and end - start < shorter_than:
+            out[start:end] = not value
+    return out
+
+
+def segment(waveform: np.ndarray, rate: int, config: SegmenterConfig | None = None):
+    """-> [(start_sample, end_sample)] in order, covering every speech frame once."""
+    config = config or SegmenterConfig()
+    energy = frame_energy_db(waveform, rate)
+    speech = speech_frames(energy, config)
+    n = len(speech)
+    min_f, max_f = round(config.min_seconds / HOP_SECONDS), round(config.max_seconds / HOP_SECONDS)
+    search = round(config.search_seconds / HOP_SECONDS)
+    # Candidate cuts: the middle frame of each pause.
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], speech.astype(np.int8), [1]])))
+    pause_mid = np.array([(a + b) // 2 for a, b in zip(edges[::2], edges[1::2])], np.int64)
+    cuts, start = [], 0
+    while n - start > max_f:
+        window = pause_mid[(pause_mid >= start + min_f) & (pause_mid <= start + max_f)]
+        if len(window):
+            cut = int(window[-1])
+        else:  # no pause: the quietest frame just before the limit
+            lo = max(start + min_f, start + max_f - search)
+            cut = lo + int(np.argmin(energy[lo : start + max_f]))
+        cuts.append(cut)
+        start = cut
+    bounds = [0] + cuts + [n]
+    hop = round(HOP_SECONDS * rate)
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if not speech[a:b].any():
+            continue
+        out.append((a * hop, min(b * hop, len(waveform)) if b < n else len(waveform)))
+    return out
