@@ -1,0 +1,92 @@
+"""Word times from a CTC alignment, and the caption formats long-form transcripts go out in.
+
+`ctc.forced_align` gives, for each encoder frame, which token of the decoded text it belongs to.
+A word's pieces (sentencepiece marks a word's first piece with "▁") then span frames, and one
+encoder frame is `hop x 2 ** num_conv_layers` of audio (40 ms for the S2T models: 10 ms fbank
+hops, subsampled 4x). Times are therefore CTC's peaks, a frame or two early at word starts, as
+with every CTC aligner; docs/long_form.md gives the measured error.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+WORD_START = "\u2581"  # sentencepiece's word-boundary mark
+
+
+def word_times(token_of_frame, pieces, frame_seconds: float, offset_seconds: float = 0.0):
+    """token_of_frame int [frames] (index into `pieces`, -1 for blank); pieces: the aligned
+    label strings -> [{"word", "start", "end"}] in seconds, words joined from their pieces.
+
+    A piece that no frame holds (impossible after a successful alignment) borrows its
+    neighbour's time, so every word has a start <= end.
+    """
+    token_of_frame = np.asarray(token_of_frame)
+    first, last = {}, {}
+    for t, k in enumerate(token_of_frame.tolist()):
+        if k >= 0:
+            first.setdefault(k, t)
+            last[k] = t
+    words, current = [], None
+    for k, piece in enumerate(pieces):
+        starts_word = piece.startswith(WORD_START) or current is None
+        text = piece[1:] if piece.startswith(WORD_START) else piece
+        if starts_word and text == "" and current is not None:
+            continue
+        if starts_word:
+            current = {"word": text, "pieces": [k]}
+            words.append(current)
+        else:
+            current["word"] += text
+            current["pieces"].append(k)
+    out, previous_end = [], 0
+    for w in words:
+        frames_start = [first[k] for k in w["pieces"] if k in first]
+        frames_end = [last[k] for k in w["pieces"] if k in last]
+        start = min(frames_start) if frames_start else previous_end
+        end = max(frames_end) + 1 if frames_end else start
+        previous_end = end
+        if not w["word"]:
+            continue
+        out.append(
+            {
+                "word": w["word"],
+                "start": round(offset_seconds + start * frame_seconds, 3),
+                "end": round(offset_seconds + end * frame_seconds, 3),
+            }
+        )
+    return out
+
+
+def _clock(seconds: float, separator: str) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def to_srt(segments) -> str:
+    """[{"start", "end", "text"}] -> SubRip text (1-based cues, hh:mm:ss,mmm)."""
+    cues = [
+        f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text']}\n"
+        for i, s in enumerate((s for s in segments if s["text"]), start=1)
+    ]
+    return "\n".join(cues)
+
+
+def to_vtt(segments) -> str:
+    """[{"start", "end", "text"}] -> WebVTT text."""
+    cues = [
+        f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text']}\n"
+        for s in segments
+        if s["text"]
+    ]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def to_json(segments, **info) -> str:
+    """{"segments": [...], **info} with the segments' words when they have them."""
+    return json.dumps({**info, "segments": list(segments)}, ensure_ascii=False, indent=2)
