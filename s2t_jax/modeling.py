@@ -47,6 +47,9 @@ class _PretrainedSpeech2Text:
         param_dtype = DTYPES[config.param_dtype]
         self.params = jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
         self.source_dir = None
+        # The CTC head ({"kernel" [d_model, vocab], "bias" [vocab]}) of a model trained with a
+        # CTC loss, or None: joint CTC/attention decoding and word timestamps use it.
+        self.ctc_head = None
         # Generation defaults, read once (from_pretrained reads the model's files).
         self.generation_config = read_generation_config(config)
 
@@ -64,8 +67,11 @@ class _PretrainedSpeech2Text:
         for key, value in (("dtype", dtype), ("param_dtype", param_dtype)):
             if value is not None:
                 config_overrides[key] = jnp.dtype(value).name
-        config, params = load_model_dir(path, cls.with_lm_head, **config_overrides)
+        config, params, ctc_head = load_model_dir(
+            path, cls.with_lm_head, with_ctc=True, **config_overrides
+        )
         model = cls(config, params)
+        model.ctc_head = ctc_head
         model.source_dir = path if os.path.isdir(path) else None
         model.generation_config = read_generation_config(config, model.source_dir)
         return model
@@ -76,7 +82,12 @@ class _PretrainedSpeech2Text:
         Tokenizer, feature-extractor and generation files of the source dir are copied along.
         """
         save_model_dir(
-            os.fspath(path), self.config, self.params, transformers_format, self.source_dir
+            os.fspath(path),
+            self.config,
+            self.params,
+            transformers_format,
+            self.source_dir,
+            ctc_head=self.ctc_head,
         )
 
     # --- jitted entry points --------------------------------------------------------------------

@@ -9,6 +9,7 @@ stays at the top of the import graph.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -22,6 +23,7 @@ from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.params import abstract_params
 
 PARAMS_DIR = "params"
+CTC_DIR = "ctc"  # our format's CTC head, when the model has one: {"kernel" [d, V], "bias" [V]}
 # Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
 SIDE_FILES = (
     "preprocessor_config.json",
@@ -48,16 +50,19 @@ def weights_kind(path: str) -> str:
     return "transformers"
 
 
-def load_model_dir(path: str, with_lm_head: bool = True, **config_overrides):
-    """Any of the three formats -> (Speech2TextConfig, params as numpy float32).
+def load_model_dir(path: str, with_lm_head: bool = True, with_ctc: bool = False, **overrides):
+    """Any of the three formats -> (Speech2TextConfig, params as numpy float32), or with
+    `with_ctc` (config, params, CTC head or None).
 
     with_lm_head=False reads the weights as transformers' Speech2TextModel (no LM head).
     """
     kind = weights_kind(path)
     if kind == "fairseq":
         config, params = load_fairseq_checkpoint(path)
-        return config.replace(**config_overrides), params
-    config = Speech2TextConfig.from_pretrained(path, **config_overrides)
+        params, ctc = split_ctc_head(params)
+        config = config.replace(**overrides)
+        return (config, params, ctc) if with_ctc else (config, params)
+    config = Speech2TextConfig.from_pretrained(path, **overrides)
     if kind == "ours":
         target = abstract_params(config.replace(param_dtype="float32"), with_lm_head)
         try:
@@ -68,12 +73,39 @@ def load_model_dir(path: str, with_lm_head: bool = True, **config_overrides):
                 f"({str(e).splitlines()[0][:300]})"
             ) from e
         _check_shapes(path, params, target)
-        return config, params
+        return (config, params, load_ctc_head(path, config)) if with_ctc else (config, params)
     state = load_hf_state_dict(path)
     if not with_lm_head:
         state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
         state = {("model." + k if not k.startswith("model.") else k): v for k, v in state.items()}
-    return config, hf_state_dict_to_params(state, config, with_lm_head)
+    params = hf_state_dict_to_params(state, config, with_lm_head)
+    return (config, params, None) if with_ctc else (config, params)
+
+
+def load_ctc_head(path: str, config) -> dict | None:
+    """The CTC head saved beside our params (`ctc/`), or None. transformers' format has no CTC
+    head; a fairseq .pt's `encoder.ctc_proj` comes with its params (`split_ctc_head`)."""
+    directory = os.path.join(path, CTC_DIR)
+    if weights_kind(path) != "ours" or not os.path.isdir(directory):
+        return None
+    head = orbax_io.restore_params(directory)
+    want = {"kernel": (config.d_model, config.vocab_size), "bias": (config.vocab_size,)}
+    got = {k: tuple(np.shape(v)) for k, v in head.items()} if isinstance(head, dict) else {}
+    if got != want:
+        raise ValueError(f"{directory}: CTC head shapes {got}, config.json gives {want}")
+    return {k: np.asarray(v, np.float32) for k, v in head.items()}
+
+
+def split_ctc_head(params) -> tuple[dict, dict | None]:
+    """(model params, CTC head or None): a fairseq checkpoint's loader keeps the head as
+    params["ctc_proj"] and a training state as params["ctc"]; the model keeps it apart."""
+    if not isinstance(params, dict):
+        return params, None
+    for key in ("ctc_proj", "ctc"):
+        if key in params:
+            rest = {k: v for k, v in params.items() if k != key}
+            return rest, {k: np.asarray(v, np.float32) for k, v in params[key].items()}
+    return params, None
 
 
 def _check_shapes(path: str, params, target) -> None:
@@ -94,19 +126,38 @@ def _check_shapes(path: str, params, target) -> None:
 
 
 def save_model_dir(
-    path: str, config, params, transformers_format: bool = False, source_dir: str | None = None
+    path: str,
+    config,
+    params,
+    transformers_format: bool = False,
+    source_dir: str | None = None,
+    ctc_head: dict | None = None,
 ) -> None:
-    """Ours: config.json + Orbax params/. transformers_format: config.json + safetensors.
+    """Ours: config.json + Orbax params/ (+ ctc/ for a CTC head). transformers_format:
+    config.json + safetensors, without the CTC head, which transformers' Speech2Text lacks
+    (a warning says so).
 
     The tokenizer, feature-extractor and generation files of `source_dir` are copied along.
     """
     os.makedirs(path, exist_ok=True)
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     if transformers_format:
+        if ctc_head is not None:
+            logging.warning(
+                "%s: transformers' Speech2Text has no CTC head; the export leaves it out "
+                "(save in our format to keep it for joint decoding and timestamps)",
+                path,
+            )
         save_hf_dir(params, config, path)
     else:
         config.save_pretrained(path)
         orbax_io.save_params(os.path.join(path, PARAMS_DIR), params)
+        ctc_dir = os.path.join(path, CTC_DIR)
+        if ctc_head is not None:
+            head = {k: np.asarray(v, np.float32) for k, v in ctc_head.items()}
+            orbax_io.save_params(ctc_dir, head)
+        elif os.path.isdir(ctc_dir):
+            shutil.rmtree(ctc_dir)  # a stale head from an earlier save must not load
     if source_dir and os.path.abspath(source_dir) != os.path.abspath(path):
         for name in SIDE_FILES:
             src = os.path.join(source_dir, name)

@@ -99,11 +99,12 @@ def load_recorded_data_config(workdir: str):
     return DataConfig.load(data["root"], data.get("config_yaml") or "config.yaml")
 
 
-def load_train_checkpoint(workdir: str, step: int | None = None):
-    """A training run's model: -> (Speech2TextConfig, params of the Speech2Text module, step).
+def load_train_checkpoint(workdir: str, step: int | None = None, with_ctc: bool = False):
+    """A training run's model: -> (Speech2TextConfig, params of the Speech2Text module, step),
+    or with `with_ctc` (config, params, CTC head or None, step).
 
-    Reads `<workdir>/model_config.json` and the `params["model"]` subtree of the checkpoint at
-    `step` (default: latest). The CTC head, optimiser state and iterator state are dropped.
+    Reads `<workdir>/model_config.json` and the `params` of the checkpoint at `step` (default:
+    latest). The optimiser and iterator state are dropped.
     """
     from s2t_jax.models.config import Speech2TextConfig
 
@@ -117,4 +118,8 @@ def load_train_checkpoint(workdir: str, step: int | None = None):
     finally:
         ckpt.close()
     params = jax.tree.map(np.asarray, state["params"]["model"])
-    return config, params, step
+    if not with_ctc:
+        return config, params, step
+    ctc = state["params"].get("ctc")
+    ctc = None if ctc is None else {k: np.asarray(v, np.float32) for k, v in ctc.items()}
+    return config, params, ctc, step

@@ -74,6 +74,7 @@ def test_training_wrote_metrics_curves_and_checkpoint(demo):
     ):
         assert (model / name).exists(), name
     assert json.loads((model / "export.json").read_text())["step"] == 6
+    assert (model / "ctc").is_dir()  # configs/demo.py trains with a CTC loss: the head is kept
 
 
 def test_eval_scores_the_test_split(demo):
