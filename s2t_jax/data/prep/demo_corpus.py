@@ -203,12 +203,14 @@ def build_corpus(
     workers: int | None = None,
     audio_format: str = "flac",
     force: bool = False,
+    long_form: bool = False,
     log=None,
 ) -> dict:
     """Write the corpus to `out_dir` and return the contents of its `corpus.json`.
 
     Does nothing if `out_dir/corpus.json` already records the same parameters (it is written last
     and atomically, so its presence means a complete corpus). `workers` only changes the speed.
+    `long_form` also writes the long-form test set (data/prep/long_form.py) from the test split.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if audio_format not in ("flac", "wav"):
@@ -225,6 +227,8 @@ def build_corpus(
         "generator_version": GENERATOR_VERSION,
         "grammar_sha256": hashlib.sha256(grammar_text).hexdigest(),
     }
+    if long_form:  # only then, so corpora made before the option keep their fingerprint
+        params["long_form"] = True
     marker = out / "corpus.json"
     if marker.exists() and not force:
         done = json.loads(marker.read_text())
@@ -282,6 +286,10 @@ def build_corpus(
         _atomic_write(out / f"{split}.tsv", header + "".join(rows[split]))
     spm_prefix = train_spm(out, sentences["train"], vocab_size)
     _write_config(out, spm_prefix)
+    if long_form:
+        from s2t_jax.data.prep.long_form import build_long_form
+
+        build_long_form(out, [u for u in plan if u.uid.startswith("test-")], seed, log)
 
     info = {
         "params": params,
@@ -308,5 +316,8 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=None, help="default: one per CPU core")
     p.add_argument("--audio_format", choices=("flac", "wav"), default="flac")
     p.add_argument("--force", action="store_true", help="regenerate even if already complete")
+    p.add_argument(
+        "--long_form", action="store_true", help="also join the test split into long recordings"
+    )
     a = p.parse_args(argv)
     build_corpus(**{k: v for k, v in vars(a).items() if k != "out"}, out_dir=a.out)

@@ -52,6 +52,22 @@ _POS_CHARACTER, _CHARS_UTF8 = 1, 1
 _SynthCallback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
+_EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
+
+
+class _Event(ctypes.Structure):
+    """speak_lib.h's espeak_EVENT: what eSpeak reports as it speaks (words, sentences, ...)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based character position of the word
+        ("length", ctypes.c_int),  # its length in characters
+        ("audio_position", ctypes.c_int),  # ms from the start of the output
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
 
 
 _private_copy: str | None = None
@@ -89,20 +105,29 @@ def _fresh_library():
     raise RuntimeError("libespeak-ng stayed loaded after dlclose; its state would leak")
 
 
-def _synth_library(text: str, voice: str, rate: int, pitch: int, seed: int):
+def _synth_library(text: str, voice: str, rate: int, pitch: int, seed: int, words=None):
     """Synthesise with libespeak-ng's classic API, from a fresh library state (see above).
 
     The breath noise of some variants (f2, f3, f5) comes from a generator that eSpeak NG seeds
     with the clock at initialisation; espeak_ng_SetRandSeed (eSpeak NG >= 1.52) seeds it from
-    `seed` instead, so those voices are reproducible too.
+    `seed` instead, so those voices are reproducible too. `words`, a list, receives
+    (text_position, length, audio_position ms) of each word event.
     """
     import espeakng_loader
 
     chunks: list[np.ndarray] = []
 
-    def on_audio(wav, n, _events):
+    def on_audio(wav, n, events):
         if n > 0:
             chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        if words is not None and events:
+            event = ctypes.cast(events, ctypes.POINTER(_Event))
+            i = 0
+            while event[i].type != _EVENT_LIST_TERMINATED:
+                if event[i].type == _EVENT_WORD:
+                    e = event[i]
+                    words.append((e.text_position, e.length, e.audio_position))
+                i += 1
         return 0  # 0: go on synthesising
 
     callback = _SynthCallback(on_audio)  # must outlive espeak_Synth
@@ -154,6 +179,25 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50
     if not np.any(wave):
         raise RuntimeError(f"eSpeak NG produced no audio for {text!r} with voice {voice!r}")
     return wave, sample_rate
+
+
+def synthesize_with_words(
+    text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50, seed: int = 0
+):
+    """As `synthesize`, plus the time eSpeak NG starts each word, from its word events:
+    (int16 samples, sample rate, [(word, start seconds)]). Needs the library backend (the
+    command line does not report events). The samples equal `synthesize`'s."""
+    if espeak_backend() != "library":
+        raise EspeakUnavailable("word times need libespeak-ng (pip install espeakng-loader)")
+    events: list[tuple[int, int, int]] = []
+    wave, sample_rate = _synth_library(text, voice, rate, pitch, seed, words=events)
+    raw = text.encode()
+    out = []
+    for position, length, ms in sorted(set(events), key=lambda e: e[2]):
+        # eSpeak counts characters (UTF-8 input, _CHARS_UTF8); the demo's text is ASCII.
+        word = raw[position - 1 : position - 1 + length].decode(errors="replace")
+        out.append((word, ms / 1000.0))
+    return wave, sample_rate, out
 
 
 def espeak_version() -> str:
