@@ -1,15 +1,22 @@
 """`python -m s2t_jax.transcribe --model DIR FILES...`: the command line of
 s2t_jax.decoding.transcribe.
 
-Prints one line per file that could be read, `path<TAB>text`, in the order given; a file that
-cannot be read is reported on stderr and skipped. Exit status: 0 when at least one file was
-transcribed, 1 when every file failed, 2 for bad arguments.
+`--format text` (default) prints one line per file that could be read, `path<TAB>text`, in the
+order given; `--format json` prints one JSON object per file (its segments with start, end,
+text and, for models with a CTC head, word times); `--format srt` / `vtt` write captions to
+`--output_dir` (one file per input, named after it). A file that cannot be read is reported on
+stderr and skipped. Exit status: 0 when at least one file was transcribed, 1 when every file
+failed, 2 for bad arguments.
 """
 
 import argparse
+import json
+import os
 import sys
 
-from s2t_jax.decoding.transcribe import transcribe
+from s2t_jax.decoding.transcribe import SEGMENTERS, transcribe_segments
+
+FORMATS = ("text", "json", "srt", "vtt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--tgt_lang", default=None, help="target language of multilingual models")
     parser.add_argument(
-        "--window_seconds", type=float, default=None, help="cap windows below the encoder's reach"
+        "--window_seconds", type=float, default=None, help="cap segments below the encoder's reach"
     )
+    parser.add_argument(
+        "--segmenter",
+        choices=SEGMENTERS,
+        default="pause",
+        help="cut long audio at pauses (default) or in back-to-back fixed windows",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
+    parser.add_argument("--output_dir", default=None, help="where srt / vtt files are written")
     parser.add_argument("--compilation_cache", default=None, help="persistent XLA cache dir")
     parser.add_argument(
         "--cpu_devices",
@@ -43,6 +58,9 @@ def main(argv=None) -> int:
         return 2
     if args.cpu_devices is not None and args.cpu_devices < 1:
         print("error: --cpu_devices must be >= 1", file=sys.stderr)
+        return 2
+    if args.format in ("srt", "vtt") and not args.output_dir:
+        print(f"error: --format {args.format} writes files: give --output_dir", file=sys.stderr)
         return 2
     import jax
 
@@ -80,19 +98,45 @@ def main(argv=None) -> int:
     def report(path, err):
         print(f"{path}: skipped: {err}", file=sys.stderr)
 
-    texts = transcribe(
+    segments = transcribe_segments(
         model,
         processor,
         args.files,
         batch_size=args.batch_size,
+        segmenter=args.segmenter,
         window_seconds=args.window_seconds,
+        timestamps=args.format != "text",
         on_error=report,
         **kwargs,
     )
+    if args.format != "text" and model.ctc_head is None:
+        print("note: the model has no CTC head: segment times only, no word times", file=sys.stderr)
+    write_outputs(args, segments, model.ctc_head is not None)
+    return 0 if segments else 1
+
+
+def write_outputs(args, segments: dict, word_times: bool) -> None:
+    from s2t_jax.decoding.timestamps import to_json, to_srt, to_vtt
+
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
     for index, path in enumerate(args.files):
-        if index in texts:
-            print(f"{path}\t{texts[index]}", flush=True)
-    return 0 if texts else 1
+        if index not in segments:
+            continue
+        parts = segments[index]
+        if args.format == "text":
+            text = " ".join(s["text"] for s in parts if s["text"])
+            print(f"{path}\t{text}", flush=True)
+        elif args.format == "json":
+            info = {"audio": path, "word_times": "ctc" if word_times else "none (no CTC head)"}
+            print(json.dumps(json.loads(to_json(parts, **info)), ensure_ascii=False), flush=True)
+        else:
+            writer = to_srt if args.format == "srt" else to_vtt
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out = os.path.join(args.output_dir, f"{stem}.{args.format}")
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(writer(parts))
+            print(f"{path}\t{out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,50 @@ def to_vtt(segments) -> str:
 def to_json(segments, **info) -> str:
     """{"segments": [...], **info} with the segments' words when they have them."""
     return json.dumps({**info, "segments": list(segments)}, ensure_ascii=False, indent=2)
+
+
+def align_words(model, tokenizer, features, mask, ids, offsets, blank: int | None = None):
+    """Word times of each decoded row by CTC forced alignment on the model's CTC head.
+
+    features [batch, frames, F] and mask [batch, frames] as given to generate; ids [batch, len]
+    the generated ids (decoder start first); offsets: each row's start in seconds within its
+    file. -> per row a list of {"word", "start", "end"}, or None where the text cannot be
+    aligned (more tokens than the frames allow). One encoder pass for the batch.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from s2t_jax.decoding import ctc
+
+    config = model.config
+    blank = config.bos_token_id if blank is None else blank
+    enc, enc_mask = model.encode(features, mask)
+    log_probs = ctc.ctc_log_probs(enc, {k: jnp.asarray(v) for k, v in model.ctc_head.items()})
+    lengths = jnp.asarray(enc_mask).sum(axis=1).astype(jnp.int32)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special |= {config.bos_token_id, config.eos_token_id, config.pad_token_id}
+    rows, labels = [], []
+    for row in np.asarray(ids):
+        tokens = []
+        for t in row[1:].tolist():
+            if t == config.eos_token_id:
+                break
+            if t not in special and not tokenizer.convert_ids_to_tokens(t).startswith("<lang:"):
+                tokens.append(t)
+        rows.append(tokens)
+    width = max(1, max(len(r) for r in rows))
+    labels = np.zeros((len(rows), width), np.int32)
+    for r, tokens in enumerate(rows):
+        labels[r, : len(tokens)] = tokens
+    token_of_frame, score = jax.jit(ctc.forced_align, static_argnames="blank")(
+        log_probs, lengths, jnp.asarray(labels), jnp.asarray([len(r) for r in rows]), blank=blank
+    )
+    frame_seconds = 0.01 * 2**config.num_conv_layers
+    out = []
+    for r, tokens in enumerate(rows):
+        if not tokens or float(score[r]) < -1e20:
+            out.append([] if not tokens else None)
+            continue
+        pieces = tokenizer.convert_ids_to_tokens(tokens)
+        out.append(word_times(np.asarray(token_of_frame[r]), pieces, frame_seconds, offsets[r]))
+    return out

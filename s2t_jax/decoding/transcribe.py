@@ -1,16 +1,21 @@
 """Transcribe (or translate) audio files; `python -m s2t_jax.transcribe` is its command line.
 
-Prints one line per file that could be read, `path<TAB>text`, in the order given. Files of any
-sample rate and channel count are decoded, down-mixed and resampled by `s2t_jax.frontend.audio`. A file
-that cannot be read is reported on stderr and skipped; the run goes on. Exit status: 0 when at
-least one file was transcribed, 1 when every file failed, 2 for bad arguments.
+Files of any sample rate and channel count are decoded, down-mixed and resampled by
+`s2t_jax.frontend.audio`. A file that cannot be read is reported (`on_error`) and skipped; the
+run goes on.
 
-Audio longer than the encoder's reach (max_source_positions after subsampling) is cut into
-consecutive windows of that many frames. The windows share no frames, so no word is decoded
-twice, but one may be cut at a boundary. All windows of all files go through the model as
-batches (sorted by length, so each batch pads little), and the texts of one file's windows are
-joined with spaces. `--tgt_lang fr` forces the language tag of multilingual checkpoints as the
-first generated token (transformers' forced_bos_token_id).
+Long audio is cut into segments the encoder can take. By default (`segmenter="pause"`) the cuts
+fall in pauses (frontend/segment.py): segments of up to `max_seconds` (at most the encoder's
+reach), so no word is cut in two where the speaker paused. `segmenter="fixed"` cuts
+back-to-back windows of the encoder's reach (or `window_seconds`), as before: no frame is
+decoded twice, but a word may be cut at a boundary. A file with no detected speech is decoded
+whole, so nothing vanishes silently. All segments of all files go through the model as batches
+(sorted by length, so each batch pads little).
+
+Each file gives a list of segments {start, end, text} in seconds; with a model that has a CTC
+head, each segment also gets its words with start and end times from a CTC forced alignment of
+the decoded text (decoding/timestamps.py). `--tgt_lang fr` forces the language tag of
+multilingual checkpoints as the first generated token (transformers' forced_bos_token_id).
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import numpy as np
 
 from s2t_jax.frontend.fbank import FRAME_SECONDS, HOP_SECONDS  # 25 ms frames every 10 ms
 
+SEGMENTERS = ("pause", "fixed")
+
 
 @dataclasses.dataclass
 class Window:
     file_index: int
     position: int
     samples: np.ndarray  # [samples] at the extractor's rate
+    start: int = 0  # first sample within the file
 
 
 def window_samples(config, sampling_rate: int, window_seconds: float | None = None) -> tuple:
@@ -45,33 +53,51 @@ def window_samples(config, sampling_rate: int, window_seconds: float | None = No
 
 
 def split_windows(waveform: np.ndarray, length: int, step: int, min_samples: int) -> list:
-    """Consecutive windows of `waveform`; a trailing piece shorter than one frame is dropped
-    (it holds no frame), unless it is the whole waveform."""
+    """(start, piece) of consecutive windows of `waveform`; a trailing piece shorter than one
+    frame is dropped (it holds no frame), unless it is the whole waveform."""
     pieces = []
     for start in range(0, max(1, len(waveform)), step):
         piece = waveform[start : start + length]
         if len(piece) < min_samples and pieces:
             break
-        pieces.append(piece)
+        pieces.append((start, piece))
         if start + length >= len(waveform):
             break
     return pieces
 
 
-def transcribe(
+def split_at_pauses(waveform: np.ndarray, rate: int, length: int, max_seconds=None) -> list:
+    """(start, piece) of pause-cut segments no longer than `length` samples (or max_seconds)."""
+    from s2t_jax.frontend.segment import SegmenterConfig, segment
+
+    longest = length / rate if max_seconds is None else min(max_seconds, length / rate)
+    config = SegmenterConfig(min_seconds=min(2.0, longest), max_seconds=longest)
+    spans = segment(waveform, rate, config)
+    if not spans:  # no speech found: decode it all rather than drop it
+        return [(0, waveform[:length])]
+    return [(a, waveform[a:b]) for a, b in spans]
+
+
+def transcribe_segments(
     model,
     processor,
     paths,
     *,
     batch_size: int = 8,
+    segmenter: str = "pause",
     window_seconds: float | None = None,
+    timestamps: bool = True,
     on_error=None,
     **generate_kwargs,
-) -> dict[int, str]:
-    """{index in paths: text} for every path that could be read; `on_error(path, err)` is
-    called for the others."""
+) -> dict[int, list[dict]]:
+    """{index in paths: [{"start", "end", "text"(, "words")}]} for every path that could be
+    read; `on_error(path, err)` is called for the others. `window_seconds` caps the segment
+    length (both segmenters); words come with times when `timestamps` and the model has a CTC
+    head."""
     from s2t_jax.frontend.audio import load_audio
 
+    if segmenter not in SEGMENTERS:
+        raise ValueError(f"segmenter={segmenter!r}: expected one of {SEGMENTERS}")
     extractor = processor.feature_extractor
     rate = extractor.sampling_rate
     length, step = window_samples(model.config, rate, window_seconds)
@@ -88,24 +114,47 @@ def transcribe(
             if on_error is not None:
                 on_error(path, ValueError("shorter than one 25 ms frame"))
             continue
-        pieces = split_windows(wave, length, step, min_samples)
+        if segmenter == "pause":
+            pieces = split_at_pauses(wave, rate, length, window_seconds)
+        else:
+            pieces = split_windows(wave, length, step, min_samples)
+        pieces = [(s, p) for s, p in pieces if len(p) >= min_samples] or pieces[:1]
         counts[index] = len(pieces)
-        windows += [Window(index, i, piece) for i, piece in enumerate(pieces)]
+        windows += [Window(index, i, p, s) for i, (s, p) in enumerate(pieces)]
 
+    with_words = timestamps and getattr(model, "ctc_head", None) is not None
     windows.sort(key=lambda w: len(w.samples))
-    texts: dict[tuple[int, int], str] = {}
-    for start in range(0, len(windows), batch_size):
-        batch = windows[start : start + batch_size]
+    out: dict[tuple[int, int], dict] = {}
+    for first in range(0, len(windows), batch_size):
+        batch = windows[first : first + batch_size]
         inputs = extractor(
             [w.samples for w in batch], padding=True, sampling_rate=rate, return_tensors="np"
         )
-        ids = model.generate(
-            inputs["input_features"], inputs.get("attention_mask"), **generate_kwargs
-        )
+        features, mask = inputs["input_features"], inputs.get("attention_mask")
+        ids = np.asarray(model.generate(features, mask, **generate_kwargs))
         decoded = processor.batch_decode(ids, skip_special_tokens=True)
-        for window, text in zip(batch, decoded):
-            texts[window.file_index, window.position] = text.strip()
+        words = [None] * len(batch)
+        if with_words:
+            from s2t_jax.decoding.timestamps import align_words
+
+            offsets = [w.start / rate for w in batch]
+            words = align_words(model, processor.tokenizer, features, mask, ids, offsets)
+        for k, (window, text) in enumerate(zip(batch, decoded)):
+            segment = {
+                "start": round(window.start / rate, 3),
+                "end": round((window.start + len(window.samples)) / rate, 3),
+                "text": " ".join(text.split()),
+            }
+            if words[k] is not None:
+                segment["words"] = words[k]
+            out[window.file_index, window.position] = segment
+    return {index: [out[index, i] for i in range(n)] for index, n in counts.items()}
+
+
+def transcribe(model, processor, paths, **kwargs) -> dict[int, str]:
+    """{index in paths: text}: `transcribe_segments` with the segments' texts joined."""
+    kwargs.setdefault("timestamps", False)
+    segments = transcribe_segments(model, processor, paths, **kwargs)
     return {
-        index: " ".join(t for i in range(n) if (t := texts[index, i]))
-        for index, n in counts.items()
+        index: " ".join(s["text"] for s in parts if s["text"]) for index, parts in segments.items()
     }

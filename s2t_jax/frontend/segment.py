@@ -91,7 +91,8 @@ def segment(waveform: np.ndarray, rate: int, config: SegmenterConfig | None = No
         if len(window):
             cut = int(window[-1])
         else:  # no pause: the quietest frame just before the limit
-            lo = max(start + min_f, start + max_f - search)
+            lo = min(max(start + min_f, start + max_f - search), start + max_f - 1)
+            lo = max(lo, start + 1)
             cut = lo + int(np.argmin(energy[lo : start + max_f]))
         cuts.append(cut)
         start = cut

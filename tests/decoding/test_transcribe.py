@@ -8,7 +8,7 @@ import soundfile
 import soxr
 
 from s2t_jax import Speech2TextForConditionalGeneration
-from s2t_jax.decoding.transcribe import split_windows, window_samples
+from s2t_jax.decoding.transcribe import split_at_pauses, split_windows, window_samples
 from s2t_jax.frontend.extractor import Speech2TextFeatureExtractor
 from s2t_jax.frontend.processor import Speech2TextProcessor
 from s2t_jax.frontend.tokenizer import MUSTC_LANGS, Speech2TextTokenizer
@@ -98,7 +98,8 @@ def _decode_alone(model_dir, waves, **kwargs):
 
 def test_long_audio_is_windowed_batched_and_joined(model_dir, audio_files, capsys):
     files = [audio_files[k] for k in ("long", "bad", "short", "missing")]
-    code = main(["--model", str(model_dir), "--batch_size", "4", *map(str, files)])
+    args = ["--model", str(model_dir), "--batch_size", "4", "--segmenter", "fixed"]
+    code = main([*args, *map(str, files)])
     out, err = capsys.readouterr()
     assert code == 0
     lines = out.splitlines()
@@ -111,7 +112,7 @@ def test_long_audio_is_windowed_batched_and_joined(model_dir, audio_files, capsy
     length, step = window_samples(config, 16000)
     assert length == (100 - 1) * 160 + 400
     wave = load_audio(files[0], 16000)
-    windows = split_windows(wave, length, step, 400)
+    windows = [piece for _, piece in split_windows(wave, length, step, 400)]
     assert len(windows) == 6  # 5.86 s in windows of 1 s
     assert lines[0].split("\t")[1] == _decode_alone(model_dir, windows)
     assert len(lines[0].split("\t")[1].split()) > 5  # not vacuous
@@ -142,7 +143,53 @@ def test_all_files_failing_exits_nonzero(model_dir, audio_files, capsys):
 
 def test_split_windows_edges():
     wave = np.arange(1100, dtype=np.float32)
-    assert [len(p) for p in split_windows(wave, 400, 300, 40)] == [400, 400, 400, 200]
-    assert [len(p) for p in split_windows(wave, 400, 300, 250)] == [400, 400, 400]
-    assert [len(p) for p in split_windows(wave[:1000], 400, 300, 40)] == [400, 400, 400]
-    assert [len(p) for p in split_windows(wave[:30], 400, 300, 40)] == [30]
+    assert [len(p) for _, p in split_windows(wave, 400, 300, 40)] == [400, 400, 400, 200]
+    assert [len(p) for _, p in split_windows(wave, 400, 300, 250)] == [400, 400, 400]
+    assert [len(p) for _, p in split_windows(wave[:1000], 400, 300, 40)] == [400, 400, 400]
+    assert [s for s, _ in split_windows(wave[:1000], 400, 300, 40)] == [0, 300, 600]
+    assert [len(p) for _, p in split_windows(wave[:30], 400, 300, 40)] == [30]
+
+
+def test_pause_segments_are_decoded_and_joined(model_dir, audio_files, capsys):
+    """The default segmenter: cuts in pauses, each segment within the encoder's reach; the
+    output equals each segment decoded on its own, joined."""
+    from s2t_jax.frontend.audio import load_audio
+
+    assert main(["--model", str(model_dir), "--batch_size", "4", str(audio_files["long"])]) == 0
+    out = capsys.readouterr().out
+    config = Speech2TextForConditionalGeneration.from_pretrained(model_dir).config
+    length, _ = window_samples(config, 16000)
+    wave = load_audio(audio_files["long"], 16000)
+    pieces = split_at_pauses(wave, 16000, length)
+    assert len(pieces) >= 6 and all(len(p) <= length for _, p in pieces)
+    starts = [s for s, _ in pieces]
+    assert starts == sorted(starts)
+    assert out.split("\t")[1].strip() == _decode_alone(model_dir, [p for _, p in pieces])
+
+
+def test_json_srt_and_word_times_from_a_ctc_head(model_dir, audio_files, tmp_path, capsys):
+    model = Speech2TextForConditionalGeneration.from_pretrained(model_dir)
+    rng = np.random.default_rng(0)
+    d, v = model.config.d_model, model.config.vocab_size
+    model.ctc_head = {
+        "kernel": rng.normal(size=(d, v)).astype(np.float32),
+        "bias": np.zeros(v, np.float32),
+    }
+    model.save_pretrained(tmp_path / "ours")  # our format keeps the head and processor files
+    long = str(audio_files["long"])
+    args = ["--model", str(tmp_path / "ours"), "--format", "json", "--max_length", "6"]
+    assert main([*args, long]) == 0  # short texts: a 1 s segment (25 frames) can align them
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["audio"] == long and record["word_times"] == "ctc"
+    aligned = [s for s in record["segments"] if s.get("words")]
+    assert aligned, record
+    for s in aligned:
+        assert [w["word"] for w in s["words"]] == s["text"].split()
+        times = [t for w in s["words"] for t in (w["start"], w["end"])]
+        assert times == sorted(times)
+        assert s["start"] - 1e-3 <= times[0] and times[-1] <= s["end"] + 0.05
+    assert main(["--model", str(model_dir), "--format", "srt", long]) == 2  # needs --output_dir
+    code = main(["--model", str(model_dir), "--format", "srt", "--output_dir", str(tmp_path), long])
+    assert code == 0
+    srt = (tmp_path / f"{audio_files['long'].stem}.srt").read_text()
+    assert srt.startswith("1\n00:00:") and " --> " in srt
