@@ -6,12 +6,21 @@ Here the unpickler resolves only an explicit allowlist: tensor rebuilding (reimp
 storage dtypes, OrderedDict, argparse.Namespace (fairseq's `args`) and numpy scalars. Any other
 global is refused before anything is called, so a payload never runs. Tensors come back as
 numpy arrays. This is torch's `weights_only=True` idea, without needing torch at run time.
+
+fairseq's averaged and re-saved checkpoints hold their `cfg` as pickled omegaconf objects
+(DictConfig, ListConfig, value nodes, their metadata, `typing.Any`, builtin types as metadata
+values). omegaconf's classes are never imported: each resolves to an inert stand-in of ours that
+only records the state pickle hands it, and after loading the stand-ins are turned into plain
+dicts, lists and values. Type objects named in that metadata resolve to marker strings, so the
+file cannot call `dict`, `list` or anything else through them.
 """
 
 import argparse
 import collections
+import io
 import os
 import pickle
+import pickletools
 import zipfile
 
 import ml_dtypes
@@ -113,7 +122,100 @@ def _numpy_dtype(name, *unused):
     return np.dtype(name)
 
 
+class _Recorded:
+    """An omegaconf object's stand-in: `NEWOBJ` makes it with no arguments, `BUILD` hands it the
+    state pickle saved (omegaconf's `__getstate__` dict), and nothing else runs."""
+
+    def __init__(self, *unused):
+        self.state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _OmegaContainer(_Recorded):
+    """DictConfig / ListConfig: the content is in `_content` (None, a "???" / "${...}" string,
+    a dict of nodes or a list of nodes)."""
+
+
+class _OmegaNode(_Recorded):
+    """A value node (AnyNode, StringNode, ...): the value is in `_val`."""
+
+
+class _OmegaMetadata(_Recorded):
+    """Metadata / ContainerMetadata: types and flags, dropped when converting."""
+
+
+def _type_marker(name):
+    return f"<type {name}>"
+
+
+def _plain_default_dict(*unused):
+    """collections.defaultdict(factory), where the factory is a marker: a plain dict."""
+    return {}
+
+
+def _state_get(obj: _Recorded, key: str):
+    state = getattr(obj, "state", None)
+    if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
+        state = state[0]
+    return state.get(key) if isinstance(state, dict) else None
+
+
+def plain_data(obj, _depth: int = 0):
+    """Omegaconf stand-ins (at any depth of dicts, lists, tuples, Namespaces) -> dicts, lists and
+    values; everything else unchanged."""
+    if _depth > 200:
+        raise UnsafeCheckpointError("config objects nested more than 200 deep")
+    deeper = _depth + 1
+    if isinstance(obj, _OmegaContainer):
+        content = _state_get(obj, "_content")
+        if isinstance(content, dict):
+            return {k: plain_data(v, deeper) for k, v in content.items()}
+        if isinstance(content, (list, tuple)):
+            return [plain_data(v, deeper) for v in content]
+        return content  # None, or "???" / an interpolation string
+    if isinstance(obj, _OmegaNode):
+        return plain_data(_state_get(obj, "_val"), deeper)
+    if isinstance(obj, _OmegaMetadata):
+        return None
+    if isinstance(obj, argparse.Namespace):
+        return argparse.Namespace(**{k: plain_data(v, deeper) for k, v in vars(obj).items()})
+    if isinstance(obj, dict):
+        if any(isinstance(v, _Recorded) or _holds_config(v) for v in obj.values()):
+            return type(obj)((k, plain_data(v, deeper)) for k, v in obj.items())
+        return obj
+    if isinstance(obj, (list, tuple)) and any(
+        isinstance(v, _Recorded) or _holds_config(v) for v in obj
+    ):
+        return type(obj)(plain_data(v, deeper) for v in obj)
+    return obj
+
+
+def _holds_config(value) -> bool:
+    """Whether a value may hold stand-ins below it (tensors and scalars never do)."""
+    return isinstance(value, (dict, list, tuple, argparse.Namespace))
+
+
+_OMEGACONF = {
+    **{f"omegaconf.{m}.{c}": _OmegaContainer for m in ("dictconfig", "listconfig")
+       for c in ("DictConfig", "ListConfig")},
+    **{f"omegaconf.nodes.{c}": _OmegaNode for c in (
+        "AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode",
+        "BytesNode", "PathNode", "ValueNode", "InterpolationResultNode")},
+    "omegaconf.base.Metadata": _OmegaMetadata,
+    "omegaconf.base.ContainerMetadata": _OmegaMetadata,
+    "typing.Any": _type_marker("Any"),
+    "collections.defaultdict": _plain_default_dict,
+    # Builtin types appear as metadata values (ref_type=dict, key_type=int); as markers they
+    # cannot be called. Protocol-2 pickles spell the module `__builtin__` and int `long`.
+    **{f"{m}.{n}": _type_marker(n) for m in ("builtins", "__builtin__")
+       for n in ("dict", "list", "int", "long", "str", "float", "bool", "tuple", "object")},
+}  # fmt: skip
+
+
 _ALLOWED = {
+    **_OMEGACONF,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
@@ -142,8 +244,8 @@ class _Unpickler(pickle.Unpickler):
             return _ALLOWED[key]
         raise UnsafeCheckpointError(
             f"{self._path}: refusing to load '{key}': it is not in the allowlist of safe "
-            "objects (tensors, dicts, argparse.Namespace). The file may be malicious, or hold "
-            "objects this loader does not support."
+            "objects (tensors, dicts, argparse.Namespace, omegaconf configs). The file may be "
+            "malicious, or hold objects this loader does not support."
         )
 
     def persistent_load(self, pid):
@@ -167,6 +269,27 @@ class _Unpickler(pickle.Unpickler):
         return _Storage(np.frombuffer(raw, dtype=storage_type.dtype), self._path, str(key))
 
 
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+
+
+def _check_opcodes(stream: bytes, path: str) -> None:
+    """Reads the pickle's opcodes without running them, before the real unpickler does.
+
+    Python's C unpickler sizes its memo by the largest index a PUT names, so a damaged index
+    (LONG_BINPUT 1175087203) makes it allocate gigabytes before it fails. A pickle that
+    torch wrote numbers its memo entries from 0 as it goes, so an index is bounded by the
+    number of opcodes; anything above that, an unknown opcode or a missing STOP is refused.
+    """
+    count = 0
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            count += 1
+            if opcode.name in _MEMO_OPS and isinstance(arg, int) and not 0 <= arg <= count:
+                raise ValueError(f"memo index {arg} at opcode {count}")
+    except ValueError as e:
+        raise UnsafeCheckpointError(f"{path}: damaged checkpoint pickle ({e})") from e
+
+
 def load_torch_checkpoint(path: str | os.PathLike):
     """Loads a torch.save zip file into plain Python containers holding numpy arrays."""
     path = os.fspath(path)
@@ -177,10 +300,23 @@ def load_torch_checkpoint(path: str | os.PathLike):
             f"{path}: not a torch zip checkpoint (legacy pre-1.6 torch files are not supported; "
             "re-save it with a recent torch, or convert it to safetensors)"
         )
-    with zipfile.ZipFile(path) as archive:
-        pkls = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if not pkls:
-            raise ValueError(f"{path}: zip file has no data.pkl; not a torch checkpoint")
-        prefix = pkls[0][: -len("/data.pkl")] if "/" in pkls[0] else ""
-        with archive.open(pkls[0]) as f:
-            return _Unpickler(f, archive, prefix, path).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkls = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not pkls:
+                raise ValueError(f"{path}: zip file has no data.pkl; not a torch checkpoint")
+            prefix = pkls[0][: -len("/data.pkl")] if "/" in pkls[0] else ""
+            stream = archive.read(pkls[0])
+            _check_opcodes(stream, path)
+            unpickler = _Unpickler(io.BytesIO(stream), archive, prefix, path)
+            return plain_data(unpickler.load())
+    except (UnsafeCheckpointError, ValueError) as e:
+        if path in str(e):
+            raise
+        raise UnsafeCheckpointError(f"{path}: damaged checkpoint ({e})") from e
+    except RecursionError as e:
+        raise UnsafeCheckpointError(f"{path}: damaged checkpoint (nesting too deep)") from e
+    except Exception as e:  # noqa: BLE001 - a damaged pickle or zip fails in many ways
+        # zipfile.BadZipFile, EOFError, and what the allowed callables raise on wrong
+        # arguments (TypeError, AttributeError, OverflowError, ...): all mean a damaged file.
+        raise UnsafeCheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from e

@@ -18,6 +18,12 @@ change the result. The scoring rules are transformers' (its semantics are not fa
 
 The -1e9 penalties and their order of addition are kept as transformers has them, so float32
 rounding (and therefore tie order) agrees too.
+
+Beam sampling (transformers' do_sample with num_beams > 1) draws the 2*beam candidates without
+replacement from softmax(accumulated scores) instead of taking the top ones: the top 2*beam of
+scores + Gumbel noise is such a draw. On request the loop also records each step's processed
+scores and raw logits ([max_length - 1, batch * beams, vocab] buffers) and every hypothesis's
+beam indices (transformers' output_scores / output_logits / beam_indices).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from s2t_jax.decoding.greedy import run_segments
+from s2t_jax.decoding.greedy import run_segments, step_noise
 
 NEG = -1.0e9  # transformers' "very large negative" score
 
@@ -45,6 +51,11 @@ class BeamState(NamedTuple):
     improvable: jax.Array  # [batch] bool: transformers' is_early_stop_heuristic_unsatisfied
     done: jax.Array  # scalar bool: the loop's exit flag
     cache: object  # decoder cache, leaves [batch * beams, ...]
+    # With beam indices recorded: [batch, beams, max_length - 1] int32, the flat row
+    # (item * beams + beam) each generated token came from, -1 past the end; else None.
+    live_indices: object
+    finished_indices: object
+    records: dict  # name -> [max_length - 1, batch * beams, vocab] float32 (see greedy)
 
 
 def length_penalty_table(max_length: int, length_penalty: float) -> np.ndarray:
@@ -98,8 +109,12 @@ def beam_search(
     penalty_table=None,
     cache_segments=None,
     grow_cache=None,
+    sample_keys=None,
+    outputs=(),
+    row_valid=None,
+    vocab_size: int | None = None,
 ):
-    """Beam search over a cached decoder.
+    """Beam search (or beam sampling, with `sample_keys`) over a cached decoder.
 
     step_fn(tokens [batch*beams] int32, index scalar, cache) -> (logits [batch*beams, vocab],
     cache). `cache` leaves are [batch * beams, ...], beams of one item adjacent.
@@ -110,10 +125,16 @@ def beam_search(
     may be traced scalars, so one compiled search serves every value; a traced length_penalty
     needs `penalty_table` (see length_penalty_table) built on the host.
     cache_segments / grow_cache: grow the cache as the search goes (greedy.run_segments).
+    sample_keys: [batch, 2] uint32 key data per item: sample the candidates.
+    outputs: names among "scores", "logits" (needing vocab_size) and "beam_indices" to record.
+    row_valid: [batch] bool, False for items that only pad the batch: they never keep the
+    loop running.
 
     Returns (sequences [batch*num_return, max_length] int32 filled past their end,
     scores [batch*num_return] float32 (transformers' sequences_scores),
-    lengths [batch*num_return] int32: tokens including the start token).
+    lengths [batch*num_return] int32: tokens including the start token), plus, with
+    `outputs`, a dict of the recorded buffers, "beam_indices" [batch*num_return,
+    max_length - 1] and "steps" (scalar int32: loop iterations run).
     """
     if not 1 <= num_return_sequences <= num_beams:
         raise ValueError(
@@ -131,6 +152,15 @@ def beam_search(
         reorder_cache = lambda c, rows: jax.tree.map(lambda x: jnp.take(x, rows, axis=0), c)  # noqa: E731
     top_beam_mask = jnp.arange(keep) < beams  # [keep]: only these may finish
 
+    valid = jnp.ones((batch_size,), bool) if row_valid is None else row_valid
+    indices = None
+    if "beam_indices" in outputs:
+        indices = jnp.full((batch_size, beams, max(max_length - 1, 1)), -1, jnp.int32)
+    records = {
+        name: jnp.zeros((max(max_length - 1, 0), batch_size * beams, vocab_size), jnp.float32)
+        for name in outputs
+        if name in ("scores", "logits")
+    }
     seqs = jnp.full((batch_size, beams, max_length), fill, jnp.int32)
     seqs = seqs.at[:, :, 0].set(decoder_start_token_id)  # [batch, beams, max_length]
     live_scores = jnp.zeros((batch_size, beams), jnp.float32).at[:, 1:].set(NEG)
@@ -142,9 +172,12 @@ def beam_search(
         finished_scores=jnp.full((batch_size, beams), NEG, jnp.float32),
         finished_flags=jnp.zeros((batch_size, beams), bool),
         finished_lens=jnp.zeros((batch_size, beams), jnp.int32),
-        improvable=jnp.ones((batch_size,), bool),
-        done=jnp.array(max_length <= 1),
+        improvable=valid,
+        done=jnp.array(max_length <= 1) | ~jnp.any(valid),
         cache=cache,
+        live_indices=indices,
+        finished_indices=indices,
+        records=records,
     )
 
     def not_done(state):
@@ -159,14 +192,30 @@ def beam_search(
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         if process_scores is not None:
             log_probs = process_scores(log_probs, flat_seqs, t)
+        records = dict(state.records)
+        for name, value in (("scores", log_probs), ("logits", logits)):
+            if name in records:
+                records[name] = lax.dynamic_update_index_in_dim(records[name], value, t - 1, 0)
         log_probs = log_probs.reshape(batch_size, beams, vocab) + state.live_scores[:, :, None]
+        flat = log_probs.reshape(batch_size, beams * vocab)
 
-        # Top 2*beams continuations over all beams of an item.
-        top_scores, top_index = lax.top_k(log_probs.reshape(batch_size, beams * vocab), keep)
+        # Top 2*beams continuations over all beams of an item (or 2*beams drawn without
+        # replacement from softmax(flat), best first).
+        if sample_keys is None:
+            top_scores, top_index = lax.top_k(flat, keep)
+        else:
+            _, drawn = lax.top_k(flat + step_noise(sample_keys, t, flat.shape[1:]), keep)
+            top_scores, order = lax.top_k(jnp.take_along_axis(flat, drawn, axis=1), keep)
+            top_index = jnp.take_along_axis(drawn, order, axis=1)
         top_beam = top_index // vocab  # [batch, keep]: source beam
         top_token = (top_index % vocab).astype(jnp.int32)  # [batch, keep]
         top_seqs = gather_beams(state.live_seqs, top_beam)  # [batch, keep, max_length]
         top_seqs = lax.dynamic_update_index_in_dim(top_seqs, top_token, t, axis=2)
+        top_indices = None
+        if indices is not None:
+            top_indices = gather_beams(state.live_indices, top_beam)  # [batch, keep, len - 1]
+            rows = (top_beam + jnp.arange(batch_size)[:, None] * beams).astype(jnp.int32)
+            top_indices = lax.dynamic_update_index_in_dim(top_indices, rows, t - 1, axis=2)
         hits = jnp.broadcast_to(t + 1 >= max_length, top_token.shape)  # [batch, keep]
         if eos_token_id is not None:
             hits = hits | (top_token == eos_token_id)
@@ -194,6 +243,11 @@ def beam_search(
         finished_scores = gather_beams(merged_scores, pick)
         finished_flags = gather_beams(merged_flags, pick)
         finished_lens = gather_beams(merged_lens, pick)
+        live_indices = finished_indices = None
+        if indices is not None:
+            live_indices = gather_beams(top_indices, next_pick)
+            merged = jnp.concatenate([state.finished_indices, top_indices], axis=1)
+            finished_indices = gather_beams(merged, pick)
 
         cache = reorder_cache(cache, _flat_index(source, beams))
 
@@ -204,8 +258,9 @@ def beam_search(
         worst = jnp.min(finished_scores, axis=1, keepdims=True)
         worst = jnp.where(finished_flags, worst, NEG)  # [batch, beams]
         improvable = state.improvable & jnp.any(best_live > worst, axis=1)
-        all_full = jnp.all(finished_flags) & early_true
-        done = ~jnp.any(improvable) | all_full | jnp.all(hits)
+        padding = ~valid[:, None]  # [batch, 1]: items that only pad the batch
+        all_full = jnp.all(finished_flags | padding) & early_true
+        done = ~jnp.any(improvable) | all_full | jnp.all(hits | padding)
         return BeamState(
             t,
             live_seqs,
@@ -217,6 +272,9 @@ def beam_search(
             improvable,
             done,
             cache,
+            live_indices,
+            finished_indices,
+            records,
         )
 
     state = run_segments(not_done, step, state, cache_segments, grow_cache)
@@ -224,4 +282,9 @@ def beam_search(
     sequences = state.finished_seqs[:, :n].reshape(batch_size * n, max_length)
     scores = state.finished_scores[:, :n].reshape(-1)
     lengths = 1 + state.finished_lens[:, :n].reshape(-1)
-    return sequences, scores, lengths
+    if not outputs:
+        return sequences, scores, lengths
+    extras = dict(state.records, steps=state.cur_len - 1)
+    if indices is not None:
+        extras["beam_indices"] = state.finished_indices[:, :n].reshape(batch_size * n, -1)
+    return sequences, scores, lengths, extras

@@ -3,9 +3,10 @@
 Why: every distinct input shape costs an XLA compilation (seconds for a beam search, more for a
 train step). Padding frames up to the smallest bucket that holds them bounds the number of
 compilations by the number of buckets, whatever lengths arrive. Padding is masked (the frame
-mask comes from `attention_mask`), but note that Speech2Text's conv subsampler lets padded frames
-leak into the last valid outputs (fairseq issue 3078) unless `config.zero_padded_frames` is on,
-so bucketing can move encoder states slightly, exactly as extra padding does in transformers.
+mask comes from `attention_mask`), but Speech2Text's conv subsampler lets padded frames leak
+into the last valid outputs (fairseq issue 3078). generate() therefore tells the convs how many
+frames it was given (subsampler.conv_extent_variables): they see zeros past them, as
+transformers' convs do at the end of the input, so the bucket padding changes nothing.
 
 Nothing here knows about speech: the same helpers pad token batches or batch sizes.
 """

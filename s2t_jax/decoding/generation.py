@@ -2,7 +2,8 @@
 
 It resolves the settings once (`settings.resolve_settings`: kwargs, then the generation config
 read when the model was loaded, then transformers' global defaults), pads frames up to a bucket
-so the number of compilations stays bounded, splits the rows over the local devices
+so the number of compilations stays bounded (invisibly: the convs see zeros past the frames
+the user gave, as transformers' do), splits the rows over the local devices
 (placement.py) and, for mixed lengths, into length groups (groups.py), calls the cached
 compiled search (search.py) and trims the ids to the longest sequence, which is exactly the
 shape transformers returns.
@@ -15,28 +16,102 @@ processes.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
 from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, bucket_for, pad_axis
 from s2t_jax.decoding.groups import encode_in_groups, length_groups, search_groups, search_in_groups
 from s2t_jax.decoding.placement import generation_mesh, mesh_size, on_mesh, round_up
-from s2t_jax.decoding.processors import search_options
+from s2t_jax.decoding.processors import row_keys, search_options
 from s2t_jax.decoding.search import search_for, select_returned
 from s2t_jax.decoding.settings import resolve_settings
 
-_ACCEPTED_NOOPS = {"do_sample": False, "use_cache": True, "output_attentions": False}
+# transformers' generate arguments we accept only at their no-op value -> why no other value
+# works. Any other keyword is refused too (TypeError naming it): nothing is silently ignored.
+_ACCEPTED_NOOPS = {
+    "use_cache": (True, "the search always uses its KV cache"),
+    "output_attentions": (False, "attention weights are not collected by the jitted search"),
+    "output_hidden_states": (False, "hidden states are not collected by the jitted search"),
+    "num_beam_groups": (
+        1,
+        "group (diverse) beam search left transformers 5 itself (a Hub custom_generate repo)",
+    ),
+    "diversity_penalty": (0.0, "it belongs to group beam search (num_beam_groups)"),
+    "logits_processor": (None, "torch logits processors cannot run in the jitted search"),
+    "stopping_criteria": (None, "torch stopping criteria cannot run in the jitted search"),
+    "prefix_allowed_tokens_fn": (None, "a Python callback cannot run in the jitted search"),
+    "synced_gpus": (False, "rows are split over devices by devices="),
+    "assistant_model": (None, "assisted generation is not implemented"),
+    "streamer": (None, "nothing leaves the jitted search before it ends"),
+    "generation_config": (None, "pass its values as keyword arguments"),
+    "forced_eos_token_id": (None, "not implemented"),
+    "encoder_repetition_penalty": (1.0, "not implemented"),
+    "encoder_no_repeat_ngram_size": (0, "not implemented"),
+    "exponential_decay_length_penalty": (None, "not implemented"),
+    "sequence_bias": (None, "not implemented (bad_words_ids is)"),
+    "renormalize_logits": (False, "not implemented"),
+    "remove_invalid_values": (False, "not implemented"),
+    "typical_p": (1.0, "not implemented (temperature, top_k and top_p are)"),
+    "epsilon_cutoff": (0.0, "not implemented (temperature, top_k and top_p are)"),
+    "eta_cutoff": (0.0, "not implemented (temperature, top_k and top_p are)"),
+    "min_p": (None, "not implemented (temperature, top_k and top_p are)"),
+    "top_h": (None, "not implemented (temperature, top_k and top_p are)"),
+    "penalty_alpha": (None, "contrastive search is not implemented"),
+    "guidance_scale": (None, "classifier-free guidance is not implemented"),
+    "max_time": (None, "the jitted search cannot watch the clock"),
+    "stop_strings": (None, "not implemented"),
+    "watermarking_config": (None, "not implemented"),
+    "low_memory": (None, "not implemented"),
+    "cache_implementation": (None, "the search has its own cache layout"),
+    "return_legacy_cache": (None, "no cache is returned"),
+}
+# Settings that only apply when sampling: given without do_sample, transformers ignores them
+# with a warning, and so do we.
+_SAMPLING_ONLY = {"temperature": 1.0, "top_k": 50, "top_p": 1.0}
+
+
+def _is_noop(value, noop) -> bool:
+    """Whether `value` leaves generation as `noop` does; None is transformers' "unset"."""
+    if value is None:
+        return True
+    if noop is None:
+        return value is noop or (noop is None and isinstance(value, (list, tuple)) and not value)
+    try:
+        return bool(value == noop)
+    except (TypeError, ValueError):
+        return False
+
+
+def refuse_unsupported(arguments: dict) -> None:
+    """TypeError naming the first argument generate() cannot honour (see _ACCEPTED_NOOPS)."""
+    for key, value in arguments.items():
+        if key not in _ACCEPTED_NOOPS:
+            raise TypeError(f"generate() got an unexpected or unsupported argument {key}={value!r}")
+        noop, why = _ACCEPTED_NOOPS[key]
+        if not _is_noop(value, noop):
+            raise TypeError(f"generate() does not support {key}={value!r} (only {noop!r}): {why}")
 
 
 @dataclasses.dataclass
 class GenerateOutput:
-    """transformers' return_dict_in_generate output, the fields we produce."""
+    """transformers' return_dict_in_generate output (GenerateEncoderDecoderOutput, or
+    GenerateBeamEncoderDecoderOutput for beam search), as numpy arrays: sequences
+    [rows, length]; sequences_scores [rows] (beam search with output_scores); scores and
+    logits, tuples of one [batch * num_beams, vocab] array per step (output_scores,
+    output_logits); beam_indices [rows, generated] (beam search, -1 past the end)."""
 
     sequences: np.ndarray
     sequences_scores: np.ndarray | None = None
+    scores: tuple | None = None
+    logits: tuple | None = None
+    beam_indices: np.ndarray | None = None
 
     def __getitem__(self, key):
         return getattr(self, key)
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
 
 def checked_inputs(input_features, attention_mask, feature_size: int):
@@ -99,9 +174,19 @@ def generate(
     bos_token_id: int | None = None,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    bad_words_ids=None,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
+    prng_key=None,
     return_scores: bool = False,
     return_dict_in_generate: bool = False,
     output_scores: bool = False,
+    output_logits: bool = False,
     buckets=DEFAULT_BUCKETS,
     batch_buckets=None,
     group_by_length: bool = True,
@@ -109,14 +194,14 @@ def generate(
     params=None,
     **unsupported,
 ):
-    """Greedy (num_beams=1) or beam search, returning ids shaped as transformers returns them.
+    """Greedy search, sampling or beam search (sampling), returning ids shaped as transformers
+    returns them.
 
     input_features [batch, frames, feat]; attention_mask [batch, frames] (1 = real frame),
     None meaning all frames are real. Frames are padded up to `buckets` (None: no padding) and,
     if `batch_buckets` is set, the batch up to one of those sizes, so repeated calls reuse a few
-    compiled functions. Padding is masked, but unless config.zero_padded_frames is on, the conv
-    subsampler lets it touch the last valid frames, as more padding does in transformers: to
-    compare with transformers on given features, pass buckets=None.
+    compiled functions. That padding is invisible: the convs see zeros past the frames given,
+    as transformers' convs do, so the result is transformers' on the batch as passed.
 
     With buckets and `group_by_length` (the default), a batch of mixed lengths is encoded in
     groups of similar length, each padded only to its own bucket (see `length_groups`), and
@@ -128,13 +213,20 @@ def generate(
     search on its rows (`devices`: None for all local devices, a count, or a list; 1 for
     one). The batch is padded to a multiple of the device count; the ids do not change.
 
+    Sampling (do_sample=True, with temperature, top_k, top_p as transformers') draws inside
+    the jitted loop from `prng_key` (a JAX key or an int seed; None: a fresh seed each call,
+    like transformers' global torch RNG); row i of the batch (after num_return_sequences
+    repeats it) draws with fold_in(prng_key, i), so a fixed key reproduces the result
+    whatever the buckets, length groups or devices.
+
     Returns ids [batch * num_return_sequences, longest] (numpy int32, decoder start token
     first, pad after eos); with return_scores=True, (ids, scores); with
-    return_dict_in_generate=True, a GenerateOutput (sequences_scores only with output_scores).
+    return_dict_in_generate=True, a GenerateOutput with transformers' fields (sequences,
+    sequences_scores, scores, logits, beam_indices, in transformers' shapes). Per-step scores
+    and logits are recorded on one device, in one search over the whole batch.
     """
-    for key, value in unsupported.items():
-        if key not in _ACCEPTED_NOOPS or value != _ACCEPTED_NOOPS[key]:
-            raise TypeError(f"generate() does not support {key}={value!r}")
+    refuse_unsupported(unsupported)
+    sampling_args = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     settings = resolve_settings(
         model,
         num_beams=num_beams,
@@ -151,43 +243,113 @@ def generate(
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
+        do_sample=do_sample,
+        repetition_penalty=repetition_penalty,
+        bad_words_ids=bad_words_ids,
+        suppress_tokens=suppress_tokens,
+        begin_suppress_tokens=begin_suppress_tokens,
+        **sampling_args,
     )
+    if not settings.do_sample:
+        ignored = {
+            k: v for k, v in sampling_args.items() if v is not None and v != _SAMPLING_ONLY[k]
+        }
+        if ignored or prng_key is not None:
+            warnings.warn(
+                f"do_sample is False: {sorted(ignored) + (['prng_key'] if prng_key is not None else [])}"
+                " only apply when sampling and are ignored (as transformers ignores them)",
+                UserWarning,
+                stacklevel=2,
+            )
     cfg = model.config
+    settings.validate(cfg.vocab_size)
     features, mask = checked_inputs(
         input_features, attention_mask, cfg.input_feat_per_channel * cfg.input_channels
     )
     batch, frames = features.shape[:2]
+    returned = settings.num_return_sequences
+    if settings.do_sample and settings.num_beams == 1 and returned > 1:
+        # transformers repeats each row num_return_sequences times and samples each copy.
+        features, mask = np.repeat(features, returned, 0), np.repeat(mask, returned, 0)
+        settings = dataclasses.replace(settings, num_return_sequences=1)
+    rows = features.shape[0]
+    outputs = ()
+    if return_dict_in_generate:
+        outputs = tuple(
+            name
+            for name, wanted in (
+                ("scores", output_scores),
+                ("logits", output_logits),
+                ("beam_indices", settings.num_beams > 1),
+            )
+            if wanted
+        )
     padded_frames = bucket_for(frames, buckets)
-    padded_batch = bucket_for(batch, batch_buckets)
-    mesh = generation_mesh(devices, padded_batch)
+    padded_batch = bucket_for(rows, batch_buckets)
+    # Recorded steps must be those of one search over the batch, as transformers runs it.
+    mesh = None if outputs else generation_mesh(devices, padded_batch)
     padded_batch = round_up(padded_batch, mesh_size(mesh))
     features = pad_axis(pad_axis(features, padded_frames, axis=1), padded_batch, axis=0)
     mask = pad_axis(pad_axis(mask, padded_frames, axis=1), padded_batch, axis=0)
 
-    settings.validate(cfg.vocab_size)
+    rng = None
+    if settings.do_sample:
+        if prng_key is None:
+            prng_key = int(np.random.SeedSequence().generate_state(1)[0])
+        rng = np.asarray(row_keys(prng_key, padded_batch))
+    options = search_options(settings, conv_frames=frames, rng=rng)
+    static = settings.static(outputs)
     params = model.params if params is None else params
     lengths_in = mask.sum(1)
-    split = search_groups(lengths_in, padded_frames, buckets, cfg) if group_by_length else None
+    split = None
+    if group_by_length and not outputs:
+        split = search_groups(lengths_in, padded_frames, buckets, cfg)
     groups = None
     if group_by_length and split is None:
         groups = length_groups(lengths_in, padded_frames, buckets, cfg)
+    extras = {}
     if split is not None:
-        ids, scores, lengths = search_in_groups(cfg, params, features, mask, split, settings, mesh)
+        ids, scores, lengths = search_in_groups(
+            cfg, params, features, mask, split, settings, options, mesh
+        )
     else:
         if groups is None:
-            run = search_for(cfg, settings.static(), mesh=mesh)
-            out = run(*on_mesh(mesh, params, features, mask), search_options(settings))
+            run = search_for(cfg, static, mesh=mesh)
+            out = run(*on_mesh(mesh, params, features, mask), options)
         else:
-            enc, enc_mask = encode_in_groups(cfg, params, features, mask, groups, mesh)
-            run = search_for(cfg, settings.static(), encoded=True, mesh=mesh)
-            out = run(*on_mesh(mesh, params, enc, enc_mask), search_options(settings))
-        out = [np.asarray(x) for x in out]  # one transfer at the end of the search
-        ids, scores, lengths = select_returned(
-            *out, settings.num_beams, settings.num_return_sequences
+            enc, enc_mask = encode_in_groups(cfg, params, features, mask, groups, frames, mesh)
+            run = search_for(cfg, static, encoded=True, mesh=mesh)
+            out = run(*on_mesh(mesh, params, enc, enc_mask), options)
+        out = [np.asarray(x) for x in out[:3]] + [out[3]]  # one transfer at the end
+        ids, scores, lengths, extras = select_returned(
+            *out[:3], settings.num_beams, settings.num_return_sequences, out[3]
         )
-    rows = batch * settings.num_return_sequences
-    ids, scores, lengths = ids[:rows], scores[:rows], lengths[:rows]
+    n_out = rows * settings.num_return_sequences
+    ids, scores, lengths = ids[:n_out], scores[:n_out], lengths[:n_out]
     ids = ids[:, : int(lengths.max())]
     if return_dict_in_generate:
-        return GenerateOutput(ids, scores if output_scores else None)
+        return _dict_output(ids, scores, extras, settings, rows, output_scores)
     return (ids, scores) if return_scores else ids
+
+
+def _dict_output(ids, scores, extras, settings, rows, output_scores) -> GenerateOutput:
+    """transformers' output fields from the search's recorded buffers: per-step arrays for the
+    steps the loop ran, over every beam of the real rows."""
+    beams = settings.num_beams
+    steps = int(extras.get("steps", 0))
+    per_step = {}
+    for name in ("scores", "logits"):
+        if name in extras:
+            buffer = np.asarray(extras[name])  # [max_length - 1, padded rows * beams, vocab]
+            per_step[name] = tuple(buffer[i, : rows * beams] for i in range(steps))
+    beam_indices = None
+    if beams > 1:
+        beam_indices = np.asarray(extras["beam_indices"])[: ids.shape[0]]
+        beam_indices = beam_indices[:, : ids.shape[1] - 1]
+    return GenerateOutput(
+        sequences=ids,
+        sequences_scores=scores if (output_scores and beams > 1) else None,
+        scores=per_step.get("scores"),
+        logits=per_step.get("logits"),
+        beam_indices=beam_indices,
+    )

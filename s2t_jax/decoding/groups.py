@@ -13,7 +13,7 @@ import numpy as np
 
 from s2t_jax.decoding.buckets import bucket_for, pad_axis
 from s2t_jax.decoding.placement import mesh_size, on_mesh, round_up
-from s2t_jax.decoding.processors import search_options
+from s2t_jax.decoding.processors import options_for_rows
 from s2t_jax.decoding.search import encoder_for, search_for, select_returned
 from s2t_jax.models.subsampler import subsampled_lengths
 
@@ -109,16 +109,17 @@ def search_groups(lengths, frames: int, buckets, config):
     return groups
 
 
-def search_in_groups(config, params, features, mask, groups, settings, mesh=None):
+def search_in_groups(config, params, features, mask, groups, settings, options, mesh=None):
     """One search per length group -> (ids, scores, lengths) for the returned sequences of
-    every row, in the batch's row order, as select_returned gives them for one search."""
+    every row, in the batch's row order, as select_returned gives them for one search.
+    options: the batch's SearchOptions (per-row values are split by group)."""
     run = search_for(config, settings.static(), mesh=mesh)
-    options = search_options(settings)
     per_row = settings.num_return_sequences
     parts = []
     for rows, frames in groups:
         f, m = _group_inputs(features, mask, rows, frames, mesh_size(mesh))
-        out = [np.asarray(x) for x in run(*on_mesh(mesh, params, f, m), options)]
+        opts = options_for_rows(options, rows, f.shape[0])
+        out = [np.asarray(x) for x in run(*on_mesh(mesh, params, f, m), opts)[:3]]
         returned = select_returned(*out, settings.num_beams, per_row)
         parts.append([x[: len(rows) * per_row] for x in returned])  # padding rows dropped
     # Each group gives [its rows * per_row, ...], a row's sequences together: move whole rows.
@@ -126,16 +127,17 @@ def search_in_groups(config, params, features, mask, groups, settings, mesh=None
     return tuple(np.concatenate(part)[flat] for part in zip(*parts))
 
 
-def encode_in_groups(config, params, features, mask, groups, mesh=None):
+def encode_in_groups(config, params, features, mask, groups, conv_frames, mesh=None):
     """Encodes each group at its own length -> enc [batch, src, d], enc_mask [batch, src] in
     the batch's row order, padded to the batch's full subsampled length (so the search
-    compiles once per padded input shape, grouped or not)."""
+    compiles once per padded input shape, grouped or not). conv_frames: the frames the caller
+    gave (the convs see zeros past them; see SearchOptions)."""
     encode = encoder_for(config, mesh)
     src = int(subsampled_lengths(np.int64(features.shape[1]), config.num_conv_layers))
     parts, masks = [], []
     for rows, frames in groups:
         group = _group_inputs(features, mask, rows, frames, mesh_size(mesh))
-        enc, enc_mask = encode(*on_mesh(mesh, params, *group))
+        enc, enc_mask = encode(*on_mesh(mesh, params, *group), np.int32(conv_frames))
         pad = src - enc.shape[1]
         parts.append(jnp.pad(enc[: len(rows)], ((0, 0), (0, pad), (0, 0))))
         masks.append(jnp.pad(enc_mask[: len(rows)], ((0, 0), (0, pad))))

@@ -1,8 +1,10 @@
 """transformers' logits processors for our searches, and the traced settings they read.
 
-The processors are masks applied to a step's scores: the n-gram ban, min length and forced
-BOS, in transformers' order. Min length and forced BOS read `SearchOptions`, traced values,
-so changing them reuses a compiled search.
+The processors are masks and rescalings of a step's scores, applied in transformers' order:
+repetition penalty, n-gram ban, bad words, min length, forced BOS, suppressed tokens, tokens
+suppressed at the start, then (sampling only) the warpers temperature, top-k and top-p. Which
+of them run is static (`StaticSettings`); their values (min length, forced BOS, the penalty,
+temperature, top-p) are `SearchOptions`, traced, so changing a value reuses a compiled search.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import numpy as np
 from jax import lax
 
 from s2t_jax.decoding.beam_search import early_stopping_code, length_penalty_table
-from s2t_jax.decoding.settings import GenerationSettings
+from s2t_jax.decoding.settings import GenerationSettings, StaticSettings
+
+# No limit on the frames the conv sees (see subsampler.conv_extent_variables).
+NO_EXTENT = np.int32(2**30)
 
 
 def ban_repeated_ngrams(scores, sequences, cur_len, ngram_size: int):
@@ -42,6 +47,54 @@ def ban_repeated_ngrams(scores, sequences, cur_len, ngram_size: int):
     return jnp.where(banned, -jnp.inf, scores)
 
 
+def penalize_repeats(scores, sequences, cur_len, penalty):
+    """transformers' RepetitionPenaltyLogitsProcessor: every token among the first `cur_len`
+    of a row (start token included) has its score multiplied by `penalty` if negative, else
+    divided by it. scores [rows, vocab]; sequences [rows, max_length]."""
+    rows, max_length = sequences.shape
+    vocab = scores.shape[-1]
+    tokens = jnp.where(jnp.arange(max_length) < cur_len, sequences, vocab)  # vocab: not seen
+    seen = jnp.zeros((rows, vocab + 1), bool)
+    seen = seen.at[jnp.arange(rows)[:, None], tokens].set(True)[:, :vocab]  # [rows, vocab]
+    penalized = jnp.where(scores < 0, scores * penalty, scores / penalty)
+    return jnp.where(seen, penalized, scores)
+
+
+def ban_bad_words(scores, sequences, cur_len, words):
+    """transformers' NoBadWordsLogitsProcessor: a one-token word is always banned; a longer
+    word's last token is banned where the row's last tokens equal the rest of the word."""
+    ids = jnp.arange(scores.shape[-1])  # [vocab]
+    single = [w[0] for w in words if len(w) == 1]
+    if single:
+        scores = jnp.where(jnp.isin(ids, jnp.asarray(single)), -jnp.inf, scores)
+    for word in (w for w in words if len(w) > 1):
+        n = len(word) - 1
+        start = jnp.maximum(cur_len - n, 0)
+        tail = lax.dynamic_slice_in_dim(sequences, start, n, axis=1)  # [rows, n]
+        match = jnp.all(tail == jnp.asarray(word[:-1]), axis=1) & (cur_len >= n)  # [rows]
+        scores = jnp.where(match[:, None] & (ids == word[-1]), -jnp.inf, scores)
+    return scores
+
+
+def top_k_filter(scores, k: int):
+    """transformers' TopKLogitsWarper: scores below the k-th best become -inf."""
+    k = min(k, scores.shape[-1])
+    kth = lax.top_k(scores, k)[0][:, -1:]  # [rows, 1]
+    return jnp.where(scores < kth, -jnp.inf, scores)
+
+
+def top_p_filter(scores, top_p, min_keep: int):
+    """transformers' TopPLogitsWarper: in ascending order, tokens whose cumulative probability
+    is <= 1 - top_p become -inf, the best `min_keep` always kept."""
+    rows, vocab = scores.shape
+    order = jnp.argsort(scores, axis=-1)  # ascending
+    ascending = jnp.take_along_axis(scores, order, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(ascending, axis=-1), axis=-1)
+    remove = (cumulative <= 1 - top_p) & (jnp.arange(vocab) < vocab - min_keep)
+    removed = jnp.zeros((rows, vocab), bool).at[jnp.arange(rows)[:, None], order].set(remove)
+    return jnp.where(removed, -jnp.inf, scores)
+
+
 class SearchOptions(NamedTuple):
     """The settings that are traced values, not compile-time constants: changing them reuses the
     compiled search. Built by `search_options`."""
@@ -54,9 +107,23 @@ class SearchOptions(NamedTuple):
     length_penalty: jax.Array  # float32 scalar
     penalty_table: jax.Array  # [max_length + 1] float32: n ** length_penalty, as transformers
     early_stopping: jax.Array  # int32 scalar: 0 False, 1 True, 2 "never"
+    repetition_penalty: jax.Array  # float32 scalar
+    temperature: jax.Array  # float32 scalar
+    top_p: jax.Array  # float32 scalar
+    # int32 scalar: the input frames the caller gave; the conv sees zeros past them, so frames
+    # generate() pads on are invisible (subsampler.conv_extent_variables). NO_EXTENT: no limit.
+    conv_frames: jax.Array
+    # Sampling: [batch, 2] uint32, one PRNG key's data per row (per item in beam search), so a
+    # row's draws do not depend on its batch mates, devices or length groups; else a uint32
+    # scalar placeholder.
+    rng: jax.Array
 
 
-def search_options(settings: GenerationSettings) -> SearchOptions:
+# The fields that may hold one value per row ([batch, ...]): split over devices with the rows.
+PER_ROW_FIELDS = ("forced_bos_token_id", "rng")
+
+
+def search_options(settings: GenerationSettings, conv_frames=None, rng=None) -> SearchOptions:
     s = settings
     bos = -1 if s.forced_bos_token_id is None else s.forced_bos_token_id
     return SearchOptions(
@@ -65,26 +132,84 @@ def search_options(settings: GenerationSettings) -> SearchOptions:
         length_penalty=np.float32(s.length_penalty),
         penalty_table=np.asarray(length_penalty_table(s.max_length, s.length_penalty)),
         early_stopping=np.int32(early_stopping_code(s.early_stopping)),
+        repetition_penalty=np.float32(s.repetition_penalty),
+        temperature=np.float32(s.temperature),
+        top_p=np.float32(s.top_p),
+        conv_frames=NO_EXTENT if conv_frames is None else np.int32(conv_frames),
+        rng=np.uint32(0) if rng is None else rng,
     )
 
 
-def make_logits_processor(ngram_size: int, eos_token_id: int | None, options: SearchOptions):
-    """transformers' processors for these settings, in its order: NoRepeatNGram, MinLength,
-    ForcedBOS. All are masks, so order only matters when the forced BOS token is also the eos
-    that MinLength bans: ForcedBOS wins, as in transformers. Min length and forced BOS are
-    traced values, so they always run (as no-ops when unset)."""
+def per_row(options: SearchOptions) -> tuple[bool, ...]:
+    """Which PER_ROW_FIELDS hold a value per row: a static property of the options' shapes."""
+    return tuple(np.ndim(getattr(options, name)) > 0 for name in PER_ROW_FIELDS)
+
+
+def options_for_rows(options: SearchOptions, rows, size: int) -> SearchOptions:
+    """The options of a subset of the rows (a length group), padded to `size` rows."""
+    changes = {}
+    for name in PER_ROW_FIELDS:
+        value = getattr(options, name)
+        if np.ndim(value) > 0:
+            picked = np.asarray(value)[rows]
+            widths = [(0, size - len(rows))] + [(0, 0)] * (picked.ndim - 1)
+            changes[name] = np.pad(picked, widths)
+    return options._replace(**changes)
+
+
+def make_logits_processor(static: StaticSettings, options: SearchOptions):
+    """transformers' processors for these settings, in its order (see the module docstring).
+
+    Returns process(scores [rows, vocab], sequences [rows, max_length], cur_len) -> scores.
+    options.forced_bos_token_id is a scalar or [rows]. Min length and forced BOS are traced
+    values, so they always run (as no-ops when unset). Masks commute, so order matters only
+    where a forced token is also banned (ForcedBOS wins over MinLength, later suppression wins
+    over ForcedBOS) and for the rescalings.
+    """
+    s = static
+    min_keep = 2 if s.num_beams > 1 else 1  # transformers keeps a non-eos token for beams
 
     def process(scores, sequences, cur_len):
         ids = jnp.arange(scores.shape[-1])  # [vocab]
-        if ngram_size > 0:
-            scores = ban_repeated_ngrams(scores, sequences, cur_len, ngram_size)
-        if eos_token_id is not None:
-            ban = (cur_len < options.min_length) & (ids == eos_token_id)
+        if s.repetition_penalty:
+            scores = penalize_repeats(scores, sequences, cur_len, options.repetition_penalty)
+        if s.no_repeat_ngram_size > 0:
+            scores = ban_repeated_ngrams(scores, sequences, cur_len, s.no_repeat_ngram_size)
+        if s.bad_words_ids:
+            scores = ban_bad_words(scores, sequences, cur_len, s.bad_words_ids)
+        if s.eos_token_id is not None:
+            ban = (cur_len < options.min_length) & (ids == s.eos_token_id)
             scores = jnp.where(ban, -jnp.inf, scores)
         bos = options.forced_bos_token_id
         if bos.ndim:  # one forced token per row
             bos = bos[:, None]  # [rows, 1]
         forced = jnp.where(ids == bos, 0.0, -jnp.inf).astype(scores.dtype)  # [(rows,) vocab]
-        return jnp.where((cur_len == 1) & (bos >= 0), forced, scores)
+        scores = jnp.where((cur_len == 1) & (bos >= 0), forced, scores)
+        if s.suppress_tokens:
+            scores = jnp.where(jnp.isin(ids, jnp.asarray(s.suppress_tokens)), -jnp.inf, scores)
+        if s.begin_suppress_tokens:
+            # transformers suppresses at the first generated token, or the second when a
+            # forced BOS takes the first.
+            begin = jnp.where(bos >= 0, 2, 1)
+            banned = jnp.isin(ids, jnp.asarray(s.begin_suppress_tokens)) & (cur_len == begin)
+            scores = jnp.where(banned, -jnp.inf, scores)
+        if s.do_sample:
+            scores = scores / options.temperature
+            if s.top_k > 0:
+                scores = top_k_filter(scores, max(s.top_k, min_keep))
+            if s.top_p:
+                scores = top_p_filter(scores, options.top_p, min_keep)
+        return scores
 
     return process
+
+
+def row_keys(key, rows: int) -> jax.Array:
+    """[rows, 2] uint32: one PRNG key's data per row, fold_in(key, row). key: a JAX PRNG key
+    (typed, or raw uint32 [2]) or an int seed."""
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(rows))
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        keys = jax.random.key_data(keys)
+    return keys.astype(jnp.uint32)

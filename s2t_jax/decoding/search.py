@@ -8,9 +8,11 @@ it with a params pytree. `ids` is [batch * num_return_sequences, max_length], fi
 sequence's end. generate() uses the same compiled searches through `search_for`.
 
 Compilations: one per (padded input shape, static settings), where the static settings are
-num_beams, max_length, no_repeat_ngram_size and the special token ids. min_length,
-length_penalty, early_stopping, forced_bos_token_id and num_return_sequences are runtime values
-of the same compiled search.
+num_beams, max_length, no_repeat_ngram_size, the special token ids, do_sample, top_k, whether
+top-p and the repetition penalty apply, the bad / suppressed token lists and what is recorded
+per step (`StaticSettings`). min_length, length_penalty, early_stopping, forced_bos_token_id,
+num_return_sequences, temperature, top_p, repetition_penalty and the PRNG keys are runtime
+values of the same compiled search.
 """
 
 from __future__ import annotations
@@ -21,17 +23,24 @@ import json
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh
 
 from s2t_jax.decoding.beam_search import beam_search
 from s2t_jax.decoding.greedy import greedy_search
 from s2t_jax.decoding.placement import ROWS, SAME, split_over
-from s2t_jax.decoding.processors import SearchOptions, make_logits_processor, search_options
+from s2t_jax.decoding.processors import (
+    PER_ROW_FIELDS,
+    SearchOptions,
+    make_logits_processor,
+    per_row,
+    row_keys,
+    search_options,
+)
 from s2t_jax.decoding.settings import GenerationSettings, StaticSettings, resolve_settings
 from s2t_jax.models.kv_cache import cache_segments, grow_self_cache, reorder_self_cache
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
+from s2t_jax.models.subsampler import conv_extent_variables
 
 # Times each search has been traced, by static settings; a second call that only changes the
 # input length within a bucket must not add to it (see tests/decoding/test_compile.py).
@@ -40,14 +49,21 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 ENCODER_TRACES: collections.Counter = collections.Counter()
 
 
+def encode(module: Speech2Text, params, features, mask, conv_frames):
+    """The encoder, its convs limited to `conv_frames` input frames (see SearchOptions)."""
+    variables = {"params": params, **conv_extent_variables(conv_frames)}
+    return module.apply(variables, features, mask, method=Speech2Text.encode)
+
+
 def search(module: Speech2Text, static: StaticSettings, params, features, mask, options):
     """Encoder once, cross K/V once, then greedy or beam search. Traceable.
 
     Returns, for every beam slot (num_return_sequences is sliced by the caller):
-    ids [batch * beams, max_length] int32, scores [batch * beams] float32 and
-    lengths [batch * beams] int32 counting the start token.
+    ids [batch * beams, max_length] int32, scores [batch * beams] float32,
+    lengths [batch * beams] int32 counting the start token, and a dict of what
+    `static.outputs` asked to record (empty otherwise; see greedy_search / beam_search).
     """
-    enc, enc_mask = module.apply({"params": params}, features, mask, method=Speech2Text.encode)
+    enc, enc_mask = encode(module, params, features, mask, options.conv_frames)
     return search_encoded(module, static, params, enc, enc_mask, options)
 
 
@@ -69,7 +85,9 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
     if options.forced_bos_token_id.ndim and s.num_beams > 1:  # [batch] -> [batch * beams]
         bos = jnp.repeat(options.forced_bos_token_id, s.num_beams)
         options = options._replace(forced_bos_token_id=bos)
-    process = make_logits_processor(s.no_repeat_ngram_size, s.eos_token_id, options)
+    process = make_logits_processor(s, options)
+    if s.do_sample and options.rng.ndim != 2:
+        raise ValueError("sampling needs SearchOptions.rng: [batch, 2] uint32 keys per row")
     common = dict(
         max_length=s.max_length,
         decoder_start_token_id=s.decoder_start_token_id,
@@ -78,11 +96,16 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
         process_scores=process,
         cache_segments=segments,
         grow_cache=grow_self_cache,
+        sample_keys=options.rng if s.do_sample else None,
+        outputs=s.outputs,
+        row_valid=jnp.any(enc_mask, axis=1),  # rows with no frame only pad the batch
+        vocab_size=module.config.vocab_size,
     )
     if s.num_beams == 1:
-        ids, lengths, scores = greedy_search(step_fn, cache, batch, **common)
-        return ids, scores, lengths
-    return beam_search(
+        out = greedy_search(step_fn, cache, batch, **common)
+        ids, lengths, scores = out[:3]
+        return ids, scores, lengths, (out[3] if s.outputs else {})
+    out = beam_search(
         step_fn,
         cache,
         batch,
@@ -94,17 +117,24 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
         penalty_table=options.penalty_table,
         **common,
     )
+    return (*out[:3], out[3] if s.outputs else {})
 
 
-def select_returned(ids, scores, lengths, num_beams: int, num_return: int):
-    """Keeps the best `num_return` of each item's `num_beams` rows (already best first)."""
-    if num_return == num_beams:
-        return ids, scores, lengths
+def select_returned(ids, scores, lengths, num_beams: int, num_return: int, extras=None):
+    """Keeps the best `num_return` of each item's `num_beams` rows (already best first);
+    `extras` (search's recorded outputs), if given, is returned too, its beam_indices cut."""
 
     def keep(x):  # [batch * beams, ...] -> [batch * num_return, ...]
-        return x.reshape(-1, num_beams, *x.shape[1:])[:, :num_return].reshape(-1, *x.shape[1:])
+        x = x.reshape(-1, num_beams, *x.shape[1:])[:, :num_return]
+        return x.reshape(-1, *x.shape[2:])
 
-    return keep(ids), keep(scores), keep(lengths)
+    if num_return != num_beams:
+        ids, scores, lengths = keep(ids), keep(scores), keep(lengths)
+    if extras is None:
+        return ids, scores, lengths
+    if "beam_indices" in extras and num_return != num_beams:
+        extras = dict(extras, beam_indices=keep(extras["beam_indices"]))
+    return ids, scores, lengths, extras
 
 
 def _search_fn(config, static: StaticSettings, encoded: bool = False, mesh: Mesh | None = None):
@@ -128,29 +158,34 @@ def _search_fn(config, static: StaticSettings, encoded: bool = False, mesh: Mesh
 
     if mesh is None:
         return jax.jit(run)
-    split = {}  # forced BOS per row or not -> the split search
+    if static.outputs:
+        raise ValueError("per-step outputs are recorded on one device only (mesh=None)")
+    split = {}  # which options hold a value per row -> the split search
 
     def call(params, features, mask, options):
-        per_row = np.ndim(options.forced_bos_token_id) > 0  # a static shape, also when traced
-        if per_row not in split:
-            spec = SearchOptions(SAME, ROWS if per_row else SAME, SAME, SAME, SAME)
-            split[per_row] = split_over(mesh, run, (SAME, ROWS, ROWS, spec), ROWS)
-        return split[per_row](params, features, mask, options)
+        rows = per_row(options)  # static shapes, also when traced
+        if rows not in split:
+            spec = SearchOptions(*(SAME for _ in options))._replace(
+                **{name: ROWS for name, r in zip(PER_ROW_FIELDS, rows) if r}
+            )
+            split[rows] = split_over(mesh, run, (SAME, ROWS, ROWS, spec), ROWS)
+        return split[rows](params, features, mask, options)
 
     return call
 
 
 def _encoder_fn(config, mesh: Mesh | None = None):
-    """jit(params, features, mask) -> (enc [batch, src, d_model], enc_mask [batch, src])."""
+    """jit(params, features, mask, conv_frames) -> (enc [batch, src, d_model], enc_mask
+    [batch, src]); conv_frames: int32 scalar, see SearchOptions."""
     module = Speech2Text(config)
     dtype = DTYPES[config.dtype]
 
-    def run(params, features, mask):
+    def run(params, features, mask, conv_frames):
         ENCODER_TRACES[features.shape] += 1  # runs at trace time only
         features = jnp.asarray(features, dtype)
-        return module.apply({"params": params}, features, mask, method=Speech2Text.encode)
+        return encode(module, params, features, mask, conv_frames)
 
-    return split_over(mesh, run, (SAME, ROWS, ROWS), (ROWS, ROWS))
+    return split_over(mesh, run, (SAME, ROWS, ROWS, SAME), (ROWS, ROWS))
 
 
 # (architecture key, static settings, encoded, mesh) -> jitted search
@@ -214,17 +249,38 @@ def make_generate_fn(
     elif overrides:
         settings = dataclasses.replace(settings, **overrides)
     settings.validate(config.vocab_size)
+    if settings.do_sample and settings.num_beams == 1 and settings.num_return_sequences > 1:
+        raise ValueError(
+            "make_generate_fn samples one sequence per row: repeat the rows instead of "
+            f"num_return_sequences={settings.num_return_sequences} (generate() does this)"
+        )
     run = _search_fn(config, settings.static(), mesh=mesh if mesh and mesh.size > 1 else None)
     options = search_options(settings)
     beams, returned = settings.num_beams, settings.num_return_sequences
 
-    def generate_fn(params, features, attention_mask=None, forced_bos_token_ids=None):
+    def generate_fn(
+        params,
+        features,
+        attention_mask=None,
+        forced_bos_token_ids=None,
+        prng_key=None,
+        conv_frames=None,
+    ):
         # forced_bos_token_ids: optional [batch] int32, a forced first token per utterance
-        # (-1: none) in place of the single forced_bos_token_id.
+        # (-1: none) in place of the single forced_bos_token_id. prng_key: a JAX PRNG key,
+        # needed when sampling; row i draws with fold_in(prng_key, i). conv_frames: the
+        # frames before the caller's own bucket padding (int32 scalar, may be traced): the
+        # convs see zeros past them, so that padding changes nothing (see SearchOptions).
         opts = options
+        if conv_frames is not None:
+            opts = opts._replace(conv_frames=jnp.asarray(conv_frames, jnp.int32))
         if forced_bos_token_ids is not None:
             opts = opts._replace(forced_bos_token_id=jnp.asarray(forced_bos_token_ids, jnp.int32))
-        ids, scores, lengths = run(params, features, attention_mask, opts)
+        if settings.do_sample:
+            if prng_key is None:
+                raise ValueError("sampling (do_sample=True) needs prng_key=")
+            opts = opts._replace(rng=row_keys(prng_key, features.shape[0]))
+        ids, scores, lengths, _ = run(params, features, attention_mask, opts)
         ids, scores, lengths = select_returned(ids, scores, lengths, beams, returned)
         return (ids, scores, lengths) if return_lengths else (ids, scores)
 

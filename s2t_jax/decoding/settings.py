@@ -26,6 +26,14 @@ GLOBAL_DEFAULTS = dict(
     no_repeat_ngram_size=0,
     num_return_sequences=1,
     forced_bos_token_id=None,
+    do_sample=False,
+    temperature=1.0,
+    top_k=50,
+    top_p=1.0,
+    repetition_penalty=1.0,
+    bad_words_ids=None,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
 )
 TOKEN_KEYS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
 FILE_KEYS = tuple(GLOBAL_DEFAULTS) + TOKEN_KEYS
@@ -45,6 +53,16 @@ class StaticSettings:
     decoder_start_token_id: int
     eos_token_id: int | None
     pad_token_id: int | None
+    do_sample: bool = False
+    top_k: int = 0  # 0: no top-k filter (only applied when sampling)
+    top_p: bool = False  # whether top-p filters (its value is traced)
+    repetition_penalty: bool = False  # whether it applies (its value is traced)
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
+    # What the loop records per step besides the ids (generate's return_dict_in_generate):
+    # "scores" (processed), "logits" (raw), "beam_indices".
+    outputs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +80,21 @@ class GenerationSettings:
     decoder_start_token_id: int = 2
     eos_token_id: int | None = 2
     pad_token_id: int | None = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    bad_words_ids: tuple[tuple[int, ...], ...] | None = None
+    suppress_tokens: tuple[int, ...] | None = None
+    begin_suppress_tokens: tuple[int, ...] | None = None
 
-    def static(self) -> StaticSettings:
+    def static(self, outputs: tuple[str, ...] = ()) -> StaticSettings:
+        """The compile-time part; `outputs` names what the loop records per step."""
         pad = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
+        bad = self.bad_words_ids or ()
+        if self.eos_token_id is not None:  # transformers drops a bad word that is just eos
+            bad = tuple(w for w in bad if w != (self.eos_token_id,))
         return StaticSettings(
             num_beams=self.num_beams,
             max_length=self.max_length,
@@ -72,6 +102,14 @@ class GenerationSettings:
             decoder_start_token_id=self.decoder_start_token_id,
             eos_token_id=self.eos_token_id,
             pad_token_id=pad,
+            do_sample=self.do_sample,
+            top_k=self.top_k if self.do_sample else 0,
+            top_p=self.do_sample and self.top_p < 1.0,
+            repetition_penalty=self.repetition_penalty != 1.0,
+            bad_words_ids=bad,
+            suppress_tokens=tuple(self.suppress_tokens or ()),
+            begin_suppress_tokens=tuple(self.begin_suppress_tokens or ()),
+            outputs=tuple(outputs),
         )
 
     def validate(self, vocab_size: int) -> None:
@@ -83,10 +121,14 @@ class GenerationSettings:
                 f"max_length={self.max_length} leaves no room after the decoder start token "
                 "(transformers counts the start token in max_length; use max_new_tokens)"
             )
-        if not 1 <= self.num_return_sequences <= self.num_beams:
+        beams_or_samples = self.num_beams if not (self.do_sample and self.num_beams == 1) else None
+        if self.num_return_sequences < 1 or (
+            beams_or_samples is not None and self.num_return_sequences > beams_or_samples
+        ):
             errors.append(
                 f"num_return_sequences={self.num_return_sequences} must be in "
-                f"[1, num_beams={self.num_beams}] (greedy search returns one sequence)"
+                f"[1, num_beams={self.num_beams}] (greedy search returns one sequence; "
+                "sampling returns any number)"
             )
         if self.early_stopping not in (True, False, "never"):
             errors.append(f"early_stopping={self.early_stopping!r} must be True, False or 'never'")
@@ -94,6 +136,29 @@ class GenerationSettings:
             errors.append("min_length and no_repeat_ngram_size must be >= 0")
         if not math.isfinite(self.length_penalty):
             errors.append(f"length_penalty={self.length_penalty} must be a finite number")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            errors.append(f"repetition_penalty={self.repetition_penalty} must be > 0")
+        if self.do_sample not in (True, False):
+            errors.append(f"do_sample={self.do_sample!r} must be True or False")
+        if self.do_sample:
+            if not (math.isfinite(self.temperature) and self.temperature > 0):
+                errors.append(f"temperature={self.temperature} must be > 0 when sampling")
+            if self.top_k < 0:
+                errors.append(f"top_k={self.top_k} must be >= 0 (0: no top-k filter)")
+            if not 0.0 <= self.top_p <= 1.0:
+                errors.append(f"top_p={self.top_p} must be in [0, 1]")
+        if self.forced_bos_token_id in (self.suppress_tokens or ()):
+            errors.append(
+                f"forced_bos_token_id={self.forced_bos_token_id} is also in suppress_tokens: "
+                "every token would be -inf at the first step (transformers refuses it too)"
+            )
+        for name in ("bad_words_ids", "suppress_tokens", "begin_suppress_tokens"):
+            value = getattr(self, name) or ()
+            ids = [t for word in value for t in word] if name == "bad_words_ids" else value
+            if any(not 0 <= t < vocab_size for t in ids):
+                errors.append(f"{name}={value} must hold ids in [0, vocab_size={vocab_size})")
+            if name == "bad_words_ids" and any(len(word) == 0 for word in value):
+                errors.append(f"bad_words_ids={value} must not hold an empty word")
         for name in (
             "forced_bos_token_id",
             "decoder_start_token_id",
@@ -143,6 +208,25 @@ def _single_id(value, name):
     return None if value is None else int(value)
 
 
+def _token_list(value, name):
+    """A list of ids (transformers' suppress_tokens) as a tuple of ints, None for unset."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(t) for t in value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a list of token ids, got {value!r}") from e
+
+
+def _word_list(value):
+    """transformers' bad_words_ids (a list of lists of ids) as a tuple of tuples."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"bad_words_ids must be a non-empty list of lists of ids, got {value!r}")
+    return tuple(_token_list(word, "each bad_words_ids entry") for word in value)
+
+
 def resolve_settings(model, **kwargs) -> GenerationSettings:
     """kwargs > the model's generation config > global defaults, with transformers' length
     rules (max_new_tokens and min_new_tokens count after the start token).
@@ -187,4 +271,12 @@ def resolve_settings(model, **kwargs) -> GenerationSettings:
         decoder_start_token_id=_single_id(start, "decoder_start_token_id"),
         eos_token_id=eos,
         pad_token_id=pad if pad is not None else eos,
+        do_sample=values["do_sample"],
+        temperature=float(values["temperature"]),
+        top_k=int(values["top_k"] or 0),
+        top_p=float(values["top_p"]),
+        repetition_penalty=float(values["repetition_penalty"]),
+        bad_words_ids=_word_list(values["bad_words_ids"]),
+        suppress_tokens=_token_list(values["suppress_tokens"], "suppress_tokens"),
+        begin_suppress_tokens=_token_list(values["begin_suppress_tokens"], "begin_suppress_tokens"),
     )

@@ -1,6 +1,7 @@
 """Speech2Text as one Flax module, with the entry points decoding and training build on.
 
-Every method is pure: `module.apply({"params": params}, ..., method=...)`. The params tree
+Every method is pure: `module.apply({"params": params}, ..., method=...)`; a Conformer encoder
+also needs its `batch_stats` (batch-norm running statistics) in the variables. The params tree
 mirrors transformers' names (encoder/conv/conv_layers_0, decoder/layers_3/encoder_attn/q_proj,
 lm_head), which keeps checkpoint conversion a name table.
 """
@@ -8,6 +9,7 @@ lm_head), which keeps checkpoint conversion a name table.
 import jax.numpy as jnp
 from flax import linen as nn
 
+from s2t_jax.models.conformer import ConformerEncoder
 from s2t_jax.models.decoder import Decoder
 from s2t_jax.models.encoder import Encoder
 from s2t_jax.models.layers import dtypes
@@ -21,7 +23,9 @@ class Speech2Text(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.encoder = Encoder(cfg, name="encoder")
+        # One model family: only the encoder depends on config.encoder_type.
+        encoder = ConformerEncoder if cfg.encoder_type == "conformer" else Encoder
+        self.encoder = encoder(cfg, name="encoder")
         self.decoder = Decoder(cfg, name="decoder")
         if self.with_lm_head and not cfg.tie_word_embeddings:
             dtype, param_dtype = dtypes(cfg)

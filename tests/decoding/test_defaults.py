@@ -68,8 +68,8 @@ def test_kwargs_and_length_rules(model_dir):
         ours.generate(np.zeros((1, 32, 80), np.float32), num_beams=2, num_return_sequences=3)
     with pytest.raises(ValueError, match="max_length"):
         ours.generate(np.zeros((1, 32, 80), np.float32), max_length=1)
-    with pytest.raises(TypeError, match="do_sample"):
-        ours.generate(np.zeros((1, 32, 80), np.float32), do_sample=True)
+    with pytest.raises(TypeError, match="num_beam_groups"):
+        ours.generate(np.zeros((1, 32, 80), np.float32), num_beam_groups=2)
     with pytest.raises(ValueError, match="input_features"):
         ours.generate(np.zeros((1, 32, 7), np.float32))
 

@@ -44,7 +44,7 @@ def test_min_length_and_forced_bos_match_transformers(cur_len):
     for proc in (MinLengthLogitsProcessor(4, 2), ForcedBOSTokenLogitsProcessor(5)):
         ref = proc(torch.tensor(seqs[:, :cur_len]), ref)
     settings = GenerationSettings(max_length=8, min_length=4, forced_bos_token_id=5)
-    process = make_logits_processor(0, 2, search_options(settings))
+    process = make_logits_processor(settings.static(), search_options(settings))
     ours = process(jnp.asarray(scores), jnp.asarray(seqs), cur_len)
     np.testing.assert_array_equal(np.asarray(ours), ref.numpy())
 
