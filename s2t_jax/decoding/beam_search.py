@@ -113,6 +113,7 @@ def beam_search(
     outputs=(),
     row_valid=None,
     vocab_size: int | None = None,
+    rescore=None,
 ):
     """Beam search (or beam sampling, with `sample_keys`) over a cached decoder.
 
@@ -128,7 +129,8 @@ def beam_search(
     sample_keys: [batch, 2] uint32 key data per item: sample the candidates.
     outputs: names among "scores", "logits" (needing vocab_size) and "beam_indices" to record.
     row_valid: [batch] bool, False for items that only pad the batch: they never keep the
-    loop running.
+    loop running. rescore(log_probs [batch*beams, vocab], cache, cur_len) -> (scores, cache):
+    other scorers after the processors (decoding/fusion.py).
 
     Returns (sequences [batch*num_return, max_length] int32 filled past their end,
     scores [batch*num_return] float32 (transformers' sequences_scores),
@@ -192,6 +194,8 @@ def beam_search(
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         if process_scores is not None:
             log_probs = process_scores(log_probs, flat_seqs, t)
+        if rescore is not None:  # CTC prefix scores, an LM (decoding/fusion.py)
+            log_probs, cache = rescore(log_probs, cache, t)
         records = dict(state.records)
         for name, value in (("scores", log_probs), ("logits", logits)):
             if name in records:

@@ -183,6 +183,11 @@ def generate(
     suppress_tokens=None,
     begin_suppress_tokens=None,
     prng_key=None,
+    ctc_weight: float | None = None,
+    ctc_pre_beam: int | None = None,
+    lm=None,
+    lm_weight: float | None = None,
+    length_bonus: float | None = None,
     return_scores: bool = False,
     return_dict_in_generate: bool = False,
     output_scores: bool = False,
@@ -218,6 +223,13 @@ def generate(
     like transformers' global torch RNG); row i of the batch (after num_return_sequences
     repeats it) draws with fold_in(prng_key, i), so a fixed key reproduces the result
     whatever the buckets, length groups or devices.
+
+    Joint CTC/attention decoding and LM shallow fusion (ours; decoding/fusion.py):
+    `ctc_weight` in [0, 1] weighs the CTC head's prefix scores against the decoder's (the
+    model needs a CTC head: model.ctc_head), over the `ctc_pre_beam` best candidates per
+    hypothesis; `lm` (a language model directory or .pt, or (LMConfig, params) from
+    checkpoints.lm.load_lm) is added with `lm_weight`; `length_bonus` is added per token.
+    These run on one device, without length groups.
 
     Returns ids [batch * num_return_sequences, longest] (numpy int32, decoder start token
     first, pad after eos); with return_scores=True, (ids, scores); with
@@ -262,6 +274,11 @@ def generate(
                 stacklevel=2,
             )
     cfg = model.config
+    fusion = None
+    if ctc_weight or lm is not None or lm_weight or length_bonus:
+        settings, fusion = _fusion(
+            model, settings, params, ctc_weight, ctc_pre_beam, lm, lm_weight, length_bonus
+        )
     settings.validate(cfg.vocab_size)
     features, mask = checked_inputs(
         input_features, attention_mask, cfg.input_feat_per_channel * cfg.input_channels
@@ -287,7 +304,7 @@ def generate(
     padded_frames = bucket_for(frames, buckets)
     padded_batch = bucket_for(rows, batch_buckets)
     # Recorded steps must be those of one search over the batch, as transformers runs it.
-    mesh = None if outputs else generation_mesh(devices, padded_batch)
+    mesh = None if (outputs or fusion) else generation_mesh(devices, padded_batch)
     padded_batch = round_up(padded_batch, mesh_size(mesh))
     features = pad_axis(pad_axis(features, padded_frames, axis=1), padded_batch, axis=0)
     mask = pad_axis(pad_axis(mask, padded_frames, axis=1), padded_batch, axis=0)
@@ -300,6 +317,8 @@ def generate(
     options = search_options(settings, conv_frames=frames, rng=rng)
     static = settings.static(outputs)
     params = model.params if params is None else params
+    if fusion is not None:
+        params, group_by_length = fusion, False
     lengths_in = mask.sum(1)
     split = None
     if group_by_length and not outputs:
@@ -330,6 +349,48 @@ def generate(
     if return_dict_in_generate:
         return _dict_output(ids, scores, extras, settings, rows, output_scores)
     return (ids, scores) if return_scores else ids
+
+
+def _fusion(model, settings, params, ctc_weight, ctc_pre_beam, lm, lm_weight, length_bonus):
+    """The settings and FusionParams of joint CTC/attention decoding and LM fusion."""
+    from s2t_jax.decoding.fusion import FusionParams
+
+    head = None
+    if ctc_weight:
+        head = getattr(model, "ctc_head", None)
+        if head is None:
+            raise ValueError(
+                f"ctc_weight={ctc_weight} needs a CTC head, and this model has none (train "
+                "with ctc_weight > 0 and save in our format, or load a fairseq .pt with "
+                "encoder.ctc_proj)"
+            )
+    lm_config = lm_params = None
+    if lm is not None:
+        if isinstance(lm, (str, bytes)) or hasattr(lm, "__fspath__"):
+            from s2t_jax.checkpoints.lm import load_lm
+
+            lm = load_lm(str(lm))
+        try:
+            lm_config, lm_params = lm
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                "lm must be a language model path or (LMConfig, params) from "
+                f"s2t_jax.checkpoints.lm.load_lm, got {type(lm).__name__}"
+            ) from e
+    if lm_weight and lm is None:
+        raise ValueError(f"lm_weight={lm_weight} needs a language model (lm=)")
+    if lm is not None and not lm_weight:
+        raise ValueError("lm= needs lm_weight= (the LM's weight in shallow fusion, e.g. 0.3)")
+    settings = dataclasses.replace(
+        settings,
+        ctc_weight=float(ctc_weight or 0.0),
+        ctc_pre_beam=int(ctc_pre_beam or 0),
+        lm_weight=float(lm_weight or 0.0),
+        length_bonus=float(length_bonus or 0.0),
+        lm_config=lm_config,
+    )
+    model_params = model.params if params is None else params
+    return settings, FusionParams(model_params, head, lm_params)
 
 
 def _dict_output(ids, scores, extras, settings, rows, output_scores) -> GenerateOutput:

@@ -71,6 +71,7 @@ def greedy_search(
     outputs=(),
     row_valid=None,
     vocab_size: int | None = None,
+    rescore=None,
 ):
     """Greedy search, or multinomial sampling with `sample_keys`.
 
@@ -81,7 +82,9 @@ def greedy_search(
     sample_keys: [batch, 2] uint32 key data per row: sample instead of argmax.
     outputs: names among "scores" (processed) and "logits" (raw) to record per step (needs
     vocab_size). row_valid: [batch] bool, False for rows that only pad the batch: they start
-    finished, so they never keep the loop running.
+    finished, so they never keep the loop running. rescore(log_probs [batch, vocab], cache,
+    cur_len) -> (scores, cache): other scorers (CTC, an LM: decoding/fusion.py) after the
+    processors.
 
     Returns (sequences [batch, max_length] int32, lengths [batch] int32, scores [batch] f32),
     plus, with `outputs`, a dict of the recorded [max_length - 1, batch, vocab] buffers and
@@ -113,6 +116,8 @@ def greedy_search(
         last = lax.dynamic_index_in_dim(state.sequences, t - 1, axis=1, keepdims=False)  # [b]
         logits, cache = step_fn(last, t - 1, state.cache)  # [batch, vocab]
         scores = logits if process_scores is None else process_scores(logits, state.sequences, t)
+        if rescore is not None:
+            scores, cache = rescore(jax.nn.log_softmax(scores, axis=-1), cache, t)
         records = dict(state.records)
         for name, value in (("scores", scores), ("logits", logits)):
             if name in records:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from s2t_jax.decoding.beam_search import beam_search
+from s2t_jax.decoding.fusion import FusionParams
 from s2t_jax.decoding.greedy import greedy_search
 from s2t_jax.decoding.placement import ROWS, SAME, split_over
 from s2t_jax.decoding.processors import (
@@ -55,6 +56,10 @@ def encode(module: Speech2Text, params, features, mask, conv_frames):
     return module.apply(variables, features, mask, method=Speech2Text.encode)
 
 
+def _model_params(params):
+    return params.model if isinstance(params, FusionParams) else params
+
+
 def search(module: Speech2Text, static: StaticSettings, params, features, mask, options):
     """Encoder once, cross K/V once, then greedy or beam search. Traceable.
 
@@ -63,14 +68,18 @@ def search(module: Speech2Text, static: StaticSettings, params, features, mask, 
     lengths [batch * beams] int32 counting the start token, and a dict of what
     `static.outputs` asked to record (empty otherwise; see greedy_search / beam_search).
     """
-    enc, enc_mask = encode(module, params, features, mask, options.conv_frames)
+    enc, enc_mask = encode(module, _model_params(params), features, mask, options.conv_frames)
     return search_encoded(module, static, params, enc, enc_mask, options)
 
 
 def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc_mask, options):
-    """`search` from encoder states enc [batch, src, d_model] and enc_mask [batch, src]."""
+    """`search` from encoder states enc [batch, src, d_model] and enc_mask [batch, src].
+
+    params: the model's, or FusionParams (model, CTC head, LM) for the scorers that
+    `static` turns on (ctc_weight, lm_config; decoding/fusion.py)."""
     s = static
-    variables = {"params": params}
+    fusion = params if isinstance(params, FusionParams) else None
+    variables = {"params": _model_params(params)}
     batch = enc.shape[0]
     segments = cache_segments(s.max_length)
     cache = module.apply(
@@ -88,6 +97,29 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
     process = make_logits_processor(s, options)
     if s.do_sample and options.rng.ndim != 2:
         raise ValueError("sampling needs SearchOptions.rng: [batch, 2] uint32 keys per row")
+    reorder, grow = reorder_self_cache, grow_self_cache
+    fused = {}
+    if fusion is not None and (s.ctc_weight > 0 or s.lm_config is not None or s.length_bonus):
+        from s2t_jax.decoding.fusion import wrap_search
+        from s2t_jax.models.lm import TransformerLM
+
+        step_fn, cache, rescore, reorder, grow = wrap_search(
+            step_fn,
+            cache,
+            enc=enc,
+            enc_mask=enc_mask,
+            beams=s.num_beams,
+            max_length=s.max_length,
+            eos_token_id=s.eos_token_id,
+            blank=module.config.bos_token_id,
+            fusion=fusion,
+            lm_module=TransformerLM(s.lm_config) if s.lm_config is not None else None,
+            ctc_weight=s.ctc_weight,
+            lm_weight=s.lm_weight,
+            length_bonus=s.length_bonus,
+            pre_beam=min(s.ctc_pre_beam, module.config.vocab_size),
+        )
+        fused = {"rescore": rescore}
     common = dict(
         max_length=s.max_length,
         decoder_start_token_id=s.decoder_start_token_id,
@@ -95,11 +127,12 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
         pad_token_id=s.pad_token_id,
         process_scores=process,
         cache_segments=segments,
-        grow_cache=grow_self_cache,
+        grow_cache=grow,
         sample_keys=options.rng if s.do_sample else None,
         outputs=s.outputs,
         row_valid=jnp.any(enc_mask, axis=1),  # rows with no frame only pad the batch
         vocab_size=module.config.vocab_size,
+        **fused,
     )
     if s.num_beams == 1:
         out = greedy_search(step_fn, cache, batch, **common)
@@ -113,7 +146,7 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
         length_penalty=options.length_penalty,
         early_stopping=options.early_stopping,
         num_return_sequences=s.num_beams,
-        reorder_cache=reorder_self_cache,
+        reorder_cache=reorder,
         penalty_table=options.penalty_table,
         **common,
     )

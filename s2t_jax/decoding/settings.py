@@ -63,6 +63,14 @@ class StaticSettings:
     # What the loop records per step besides the ids (generate's return_dict_in_generate):
     # "scores" (processed), "logits" (raw), "beam_indices".
     outputs: tuple[str, ...] = ()
+    # Scorers beside the decoder (decoding/fusion.py): joint CTC/attention decoding and LM
+    # shallow fusion. Weights are static: each value is its own compile, as in ESPnet's
+    # recipes, where they are fixed per run.
+    ctc_weight: float = 0.0
+    ctc_pre_beam: int = 0
+    lm_weight: float = 0.0
+    length_bonus: float = 0.0
+    lm_config: object = None  # the LM's LMConfig (hashable), None without an LM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +96,16 @@ class GenerationSettings:
     bad_words_ids: tuple[tuple[int, ...], ...] | None = None
     suppress_tokens: tuple[int, ...] | None = None
     begin_suppress_tokens: tuple[int, ...] | None = None
+    # Ours (not transformers'): see StaticSettings and decoding/fusion.py.
+    ctc_weight: float = 0.0
+    ctc_pre_beam: int = 0  # 0: int(1.5 * num_beams), at least 4 (ESPnet's pre-beam)
+    lm_weight: float = 0.0
+    length_bonus: float = 0.0
+    lm_config: object = None
+
+    @property
+    def fused(self) -> bool:
+        return self.ctc_weight > 0 or self.lm_config is not None or self.length_bonus != 0
 
     def static(self, outputs: tuple[str, ...] = ()) -> StaticSettings:
         """The compile-time part; `outputs` names what the loop records per step."""
@@ -110,6 +128,13 @@ class GenerationSettings:
             suppress_tokens=tuple(self.suppress_tokens or ()),
             begin_suppress_tokens=tuple(self.begin_suppress_tokens or ()),
             outputs=tuple(outputs),
+            ctc_weight=float(self.ctc_weight),
+            ctc_pre_beam=(
+                (self.ctc_pre_beam or max(4, int(1.5 * self.num_beams))) if self.ctc_weight else 0
+            ),
+            lm_weight=float(self.lm_weight) if self.lm_config is not None else 0.0,
+            length_bonus=float(self.length_bonus),
+            lm_config=self.lm_config,
         )
 
     def validate(self, vocab_size: int) -> None:
@@ -168,6 +193,23 @@ class GenerationSettings:
             value = getattr(self, name)
             if value is not None and not 0 <= value < vocab_size:
                 errors.append(f"{name}={value} must be in [0, vocab_size={vocab_size})")
+        if not (math.isfinite(self.ctc_weight) and 0.0 <= self.ctc_weight <= 1.0):
+            errors.append(f"ctc_weight={self.ctc_weight} must be in [0, 1]")
+        if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0.0):
+            errors.append(f"lm_weight={self.lm_weight} must be a finite number >= 0")
+        if not math.isfinite(self.length_bonus):
+            errors.append(f"length_bonus={self.length_bonus} must be finite")
+        if self.ctc_pre_beam < 0 or (self.ctc_pre_beam and self.ctc_pre_beam > vocab_size):
+            errors.append(f"ctc_pre_beam={self.ctc_pre_beam} must be in [0, vocab_size]")
+        if self.lm_weight and self.lm_config is None:
+            errors.append(f"lm_weight={self.lm_weight} needs a language model (lm=)")
+        if self.lm_config is not None and self.lm_config.vocab_size != vocab_size:
+            errors.append(
+                f"the LM's vocabulary has {self.lm_config.vocab_size} entries, the model's "
+                f"{vocab_size}: shallow fusion needs the same vocabulary"
+            )
+        if self.fused and self.do_sample:
+            errors.append("sampling with ctc_weight / an LM is not supported")
         if errors:
             raise ValueError("Invalid generation settings: " + "; ".join(errors))
 
