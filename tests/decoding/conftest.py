@@ -138,3 +138,32 @@ def hf_generate(hf, x, mask, **kwargs):
         )
     scores = getattr(out, "sequences_scores", None)
     return out.sequences.numpy(), None if scores is None else scores.numpy()
+
+
+CTC_VOCAB = 12  # small, so the CTC head's prefixes are not all hopeless
+
+
+@pytest.fixture(scope="module")
+def ctc_model():
+    """A tiny random model with a random CTC head that, like a trained one, never emits pad or
+    eos as labels (tests of CTC decoding)."""
+    from s2t_jax import Speech2TextConfig
+    from tests.hf_models import TINY
+
+    config = Speech2TextConfig(**dict(TINY, vocab_size=CTC_VOCAB))
+    m = Speech2TextForConditionalGeneration(config, seed=3)
+    rng = np.random.default_rng(0)
+    bias = np.zeros(CTC_VOCAB, np.float32)
+    bias[[config.pad_token_id, config.eos_token_id]] = -30.0  # as a trained head: no such labels
+    m.ctc_head = {
+        "kernel": (2.0 * rng.normal(size=(config.d_model, CTC_VOCAB))).astype(np.float32),
+        "bias": bias,
+    }
+    return m
+
+
+def ctc_features(batch=2, frames=48, seed=1):
+    x = np.random.default_rng(seed).normal(size=(batch, frames, 80)).astype(np.float32)
+    mask = np.ones((batch, frames), np.int32)
+    mask[1, 36:] = 0  # the second utterance is shorter
+    return x, mask

@@ -15,38 +15,16 @@ import numpy as np
 import optax
 import pytest
 
-from s2t_jax import Speech2TextConfig, Speech2TextForConditionalGeneration
+from s2t_jax import Speech2TextForConditionalGeneration
 from s2t_jax.decoding import ctc
 from s2t_jax.models.lm import LMConfig, TransformerLM
-from tests.hf_models import TINY
-
-VOCAB = 12  # small, so the CTC head's prefixes are not all hopeless
-
-
-@pytest.fixture(scope="module")
-def model():
-    config = Speech2TextConfig(**dict(TINY, vocab_size=VOCAB))
-    m = Speech2TextForConditionalGeneration(config, seed=3)
-    rng = np.random.default_rng(0)
-    bias = np.zeros(VOCAB, np.float32)
-    bias[[config.pad_token_id, config.eos_token_id]] = -30.0  # as a trained head: no such labels
-    m.ctc_head = {
-        "kernel": (2.0 * rng.normal(size=(config.d_model, VOCAB))).astype(np.float32),
-        "bias": bias,
-    }
-    return m
+from tests.decoding.conftest import CTC_VOCAB as VOCAB
+from tests.decoding.conftest import ctc_features as _features
 
 
-def _features(batch=2, frames=48, seed=1):
-    x = np.random.default_rng(seed).normal(size=(batch, frames, 80)).astype(np.float32)
-    mask = np.ones((batch, frames), np.int32)
-    mask[1, 36:] = 0  # the second utterance is shorter
-    return x, mask
-
-
-def test_ctc_weight_one_scores_are_the_ctc_forward_score(model):
+def test_ctc_weight_one_scores_are_the_ctc_forward_score(ctc_model):
     x, mask = _features()
-    ids, scores = model.generate(
+    ids, scores = ctc_model.generate(
         x,
         mask,
         num_beams=6,
@@ -57,9 +35,9 @@ def test_ctc_weight_one_scores_are_the_ctc_forward_score(model):
         return_scores=True,
         buckets=None,
     )
-    enc, enc_mask = model.encode(x, mask)
-    log_probs = ctc.ctc_log_probs(enc, {k: jnp.asarray(v) for k, v in model.ctc_head.items()})
-    cfg = model.config
+    enc, enc_mask = ctc_model.encode(x, mask)
+    log_probs = ctc.ctc_log_probs(enc, {k: jnp.asarray(v) for k, v in ctc_model.ctc_head.items()})
+    cfg = ctc_model.config
     for row in range(2):
         labels = [t for t in ids[row, 1:].tolist() if t not in (cfg.eos_token_id, cfg.pad_token_id)]
         assert ids[row].tolist().count(cfg.eos_token_id) >= 1, ids[row]  # it ended
@@ -75,15 +53,15 @@ def test_ctc_weight_one_scores_are_the_ctc_forward_score(model):
         assert float(scores[row]) == pytest.approx(-float(loss[0]), abs=1e-3)
 
 
-def test_lm_fusion_greedy_takes_the_fused_argmax(model):
-    cfg = model.config
+def test_lm_fusion_greedy_takes_the_fused_argmax(ctc_model):
+    cfg = ctc_model.config
     lm_config = LMConfig(vocab_size=VOCAB, d_model=16, ffn_dim=32, layers=1, attention_heads=2)
     lm = TransformerLM(lm_config)
     lm_params = lm.init(jax.random.key(5), jnp.zeros((1, 4), jnp.int32))["params"]
     lm_params = jax.tree.map(lambda p: 4.0 * p, lm_params)  # a confident LM: it must matter
     x, mask = _features()
-    plain = model.generate(x, mask, max_length=8, buckets=None)
-    fused = model.generate(
+    plain = ctc_model.generate(x, mask, max_length=8, buckets=None)
+    fused = ctc_model.generate(
         x, mask, max_length=8, lm=(lm_config, lm_params), lm_weight=1.0, buckets=None
     )
     assert not np.array_equal(plain, fused), "the LM changed nothing: the test would be vacuous"
@@ -95,23 +73,23 @@ def test_lm_fusion_greedy_takes_the_fused_argmax(model):
             else seq.shape[1] - 1
         )
         prefix = jnp.asarray(seq[:, : max(n, 1)])
-        att = model(x[row : row + 1], mask[row : row + 1], decoder_input_ids=prefix).logits
+        att = ctc_model(x[row : row + 1], mask[row : row + 1], decoder_input_ids=prefix).logits
         lm_logits = lm.apply({"params": lm_params}, prefix)
         joint = jax.nn.log_softmax(att, -1) + jax.nn.log_softmax(lm_logits, -1)
         np.testing.assert_array_equal(np.argmax(joint[0], -1), seq[0, 1 : prefix.shape[1] + 1])
 
 
-def test_bad_fusion_arguments_are_refused(model):
+def test_bad_fusion_arguments_are_refused(ctc_model):
     x, mask = _features()
-    bare = Speech2TextForConditionalGeneration(model.config)
+    bare = Speech2TextForConditionalGeneration(ctc_model.config)
     with pytest.raises(ValueError, match="needs a CTC head"):
         bare.generate(x, mask, ctc_weight=0.3)
     with pytest.raises(ValueError, match=r"ctc_weight=1.5 must be in \[0, 1\]"):
-        model.generate(x, mask, ctc_weight=1.5)
+        ctc_model.generate(x, mask, ctc_weight=1.5)
     wrong = LMConfig(vocab_size=VOCAB + 1, d_model=16, ffn_dim=32, layers=1, attention_heads=2)
     with pytest.raises(ValueError, match="same vocabulary"):
-        model.generate(x, mask, lm=(wrong, {}), lm_weight=0.2)
+        ctc_model.generate(x, mask, lm=(wrong, {}), lm_weight=0.2)
     with pytest.raises(ValueError, match="needs lm_weight"):
-        model.generate(x, mask, lm=(wrong, {}))
+        ctc_model.generate(x, mask, lm=(wrong, {}))
     with pytest.raises(ValueError, match="needs a language model"):
-        model.generate(x, mask, lm_weight=0.2)
+        ctc_model.generate(x, mask, lm_weight=0.2)
