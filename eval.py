@@ -38,6 +38,20 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("dtype", None, "Compute dtype: float32, bfloat16, float16.")
 flags.DEFINE_bool("overwrite", False, "Discard earlier results in output_dir.")
+flags.DEFINE_enum(
+    "decoder",
+    "attention",
+    ["attention", "ctc_greedy", "rescoring"],
+    "attention: the attention search (joint with --ctc_weight, fused with --lm); ctc_greedy: "
+    "the CTC head's best path; rescoring: the CTC N-best rescored by the decoder.",
+)
+flags.DEFINE_float(
+    "ctc_weight", 0.0, "CTC weight of joint decoding / rescoring (needs a CTC head)."
+)
+flags.DEFINE_string("lm", None, "Language model (our LM dir or a fairseq transformer_lm .pt).")
+flags.DEFINE_float("lm_weight", 0.0, "Shallow-fusion weight of --lm.")
+flags.DEFINE_float("length_bonus", 0.0, "Added to the score of every generated token.")
+flags.DEFINE_integer("ctc_beam", 10, "N-best size of the CTC prefix beam search (rescoring).")
 flags.DEFINE_bool(
     "strict", False, "A bad manifest row or unreadable audio ends the run (default: skip it)."
 )
@@ -57,6 +71,7 @@ def main(argv):
     distributed.initialize()
     from s2t_jax.decoding.compilation_cache import enable_compilation_cache
     from s2t_jax.evaluation import evaluate, outputs, sources
+    from s2t_jax.evaluation.decoders import DecoderChoice
 
     if FLAGS.compilation_cache:
         enable_compilation_cache(FLAGS.compilation_cache)
@@ -84,6 +99,14 @@ def main(argv):
         dtype=FLAGS.dtype,
         overwrite=FLAGS.overwrite,
         strict=FLAGS.strict,
+        decoder=DecoderChoice(
+            FLAGS.decoder,
+            FLAGS.ctc_weight,
+            FLAGS.lm,
+            FLAGS.lm_weight,
+            FLAGS.length_bonus,
+            FLAGS.ctc_beam,
+        ),
     )
     if results:  # process 0
         print(outputs.summary_line(results))

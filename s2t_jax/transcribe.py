@@ -40,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut long audio at pauses (default) or in back-to-back fixed windows",
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
+    parser.add_argument(
+        "--decoder",
+        choices=("attention", "ctc_greedy", "rescoring"),
+        default="attention",
+        help="attention search (joint with --ctc_weight, fused with --lm), the CTC head's best "
+        "path, or the CTC N-best rescored by the decoder",
+    )
+    parser.add_argument("--ctc_weight", type=float, default=None, help="needs a CTC head")
+    parser.add_argument("--lm", default=None, help="language model dir or fairseq .pt")
+    parser.add_argument("--lm_weight", type=float, default=None, help="shallow-fusion weight")
+    parser.add_argument("--length_bonus", type=float, default=None, help="per generated token")
     parser.add_argument("--output_dir", default=None, help="where srt / vtt files are written")
     parser.add_argument("--compilation_cache", default=None, help="persistent XLA cache dir")
     parser.add_argument(
@@ -91,9 +102,17 @@ def main(argv=None) -> int:
             return 2
         processor.tokenizer.tgt_lang = args.tgt_lang
         kwargs["forced_bos_token_id"] = codes[args.tgt_lang]
-    for key in ("num_beams", "max_length"):
+    for key in ("num_beams", "max_length", "ctc_weight", "lm_weight", "length_bonus"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
+    if args.lm is not None:
+        from s2t_jax.checkpoints.lm import load_lm
+
+        try:
+            kwargs["lm"] = load_lm(args.lm)
+        except (OSError, ValueError) as err:
+            print(f"error: --lm {args.lm}: {err}", file=sys.stderr)
+            return 2
 
     def report(path, err):
         print(f"{path}: skipped: {err}", file=sys.stderr)
@@ -107,6 +126,7 @@ def main(argv=None) -> int:
         window_seconds=args.window_seconds,
         timestamps=args.format != "text",
         on_error=report,
+        decoder=args.decoder,
         **kwargs,
     )
     if args.format != "text" and model.ctc_head is None:

@@ -88,12 +88,15 @@ def transcribe_segments(
     window_seconds: float | None = None,
     timestamps: bool = True,
     on_error=None,
+    decoder: str = "attention",
+    ctc_beam: int = 10,
     **generate_kwargs,
 ) -> dict[int, list[dict]]:
     """{index in paths: [{"start", "end", "text"(, "words")}]} for every path that could be
     read; `on_error(path, err)` is called for the others. `window_seconds` caps the segment
     length (both segmenters); words come with times when `timestamps` and the model has a CTC
-    head."""
+    head. `decoder`: "attention" (generate, with its ctc_weight / lm / lm_weight options),
+    "ctc_greedy" or "rescoring" (decoding/ctc_decode.py)."""
     from s2t_jax.frontend.audio import load_audio
 
     if segmenter not in SEGMENTERS:
@@ -131,7 +134,7 @@ def transcribe_segments(
             [w.samples for w in batch], padding=True, sampling_rate=rate, return_tensors="np"
         )
         features, mask = inputs["input_features"], inputs.get("attention_mask")
-        ids = np.asarray(model.generate(features, mask, **generate_kwargs))
+        ids = _decode(model, features, mask, decoder, ctc_beam, generate_kwargs)
         decoded = processor.batch_decode(ids, skip_special_tokens=True)
         words = [None] * len(batch)
         if with_words:
@@ -149,6 +152,21 @@ def transcribe_segments(
                 segment["words"] = words[k]
             out[window.file_index, window.position] = segment
     return {index: [out[index, i] for i in range(n)] for index, n in counts.items()}
+
+
+def _decode(model, features, mask, decoder, ctc_beam, generate_kwargs) -> np.ndarray:
+    from s2t_jax.decoding.ctc_decode import attention_rescoring, ctc_greedy_generate
+
+    if decoder != "attention" and "lm" in generate_kwargs:
+        raise ValueError(f"an LM fuses into the attention search, not decoder={decoder!r}")
+    if decoder == "ctc_greedy":
+        return ctc_greedy_generate(model, features, mask)
+    if decoder == "rescoring":
+        weight = generate_kwargs.get("ctc_weight") or 0.5
+        return attention_rescoring(model, features, mask, beam_size=ctc_beam, ctc_weight=weight)
+    if decoder != "attention":
+        raise ValueError(f"decoder={decoder!r}: expected attention, ctc_greedy or rescoring")
+    return np.asarray(model.generate(features, mask, **generate_kwargs))
 
 
 def transcribe(model, processor, paths, **kwargs) -> dict[int, str]:

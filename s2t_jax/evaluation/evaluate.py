@@ -49,6 +49,7 @@ from s2t_jax.evaluation.batches import (
     plan_batches,
 )
 from s2t_jax.evaluation.checkpoint import load_checkpoint
+from s2t_jax.evaluation.decoders import DecoderChoice, LocalGenerator
 from s2t_jax.evaluation.items import manifest_sha256, read_items
 from s2t_jax.evaluation.sources import choose_frontend
 from s2t_jax.parallel.hosts import broadcast_from_process_0
@@ -78,6 +79,7 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     strict: bool = False,
+    decoder: DecoderChoice | None = None,
 ) -> dict:
     """Decodes `manifest` with `checkpoint` and scores it; returns results.json's content
     (on process 0; other processes return {}).
@@ -87,7 +89,8 @@ def evaluate(
     WER, BLEU and chrF are all computed when there are references; `task` ("asr" or "st")
     names the headline metric (WER or BLEU). `num_devices` (0: all) limits the mesh.
     `strict`: a bad manifest row or unreadable audio file ends the run (default: reported and
-    skipped).
+    skipped). `decoder`: joint CTC/attention decoding, LM fusion, CTC greedy or attention
+    rescoring (evaluation/decoders.py; one process); None: the sharded attention search.
     """
     if task not in ("asr", "st"):
         raise ValueError(f"task={task!r}: expected 'asr' or 'st'")
@@ -124,12 +127,19 @@ def evaluate(
         "tgt_lang": tgt_lang,
         "dtype": config.dtype,
     }
+    decoder = decoder or DecoderChoice()
+    decoder.check()
+    if not decoder.plain:
+        fingerprint["decoder"] = dataclasses.asdict(decoder)
     run = Run(items, frontend, normalizer, output_dir, started, strict)
     run.bad_rows = bad_rows
     run.plan(fingerprint, overwrite, tgt_lang)
     run.load_seconds = time.perf_counter() - started
     if run.todo:
-        generator = ShardedGenerator(loaded.model, settings, num_devices)
+        if decoder.plain:
+            generator = ShardedGenerator(loaded.model, settings, num_devices)
+        else:
+            generator = LocalGenerator(loaded.model, settings, decoder)
         max_frames = config.max_source_positions * 2**config.num_conv_layers
         run.decode(generator, batch_size, buckets, max_frames, progress)
     if jax.process_index() != 0:
@@ -144,6 +154,7 @@ def evaluate(
         "primary_metric": ("wer" if task == "asr" else "bleu") if body["metrics"] else None,
         **body,
         "generation": fingerprint["generation"],
+        "decoder": dataclasses.asdict(decoder),
     }
     outputs.write_results(output_dir, results)
     return results

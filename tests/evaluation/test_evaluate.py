@@ -481,3 +481,45 @@ def test_cli_cpu_devices(corpus, checkpoint, reference_run, tmp_path, compilatio
     results = _results(out)
     assert results["devices"] == {"count": 3, "processes": 1, "kind": "cpu"}
     assert results["metrics"] == ref_results["metrics"]
+
+
+def test_ctc_decoders_and_joint_decoding(corpus, checkpoint, tmp_path):
+    """--decoder ctc_greedy / rescoring and --ctc_weight: each hypothesis equals the decoder
+    run directly on that utterance's features; a run resumes only with the same decoder."""
+    from s2t_jax.decoding.ctc_decode import ctc_greedy_generate
+    from s2t_jax.evaluation.decoders import DecoderChoice
+
+    model = load_checkpoint(checkpoint).model
+    rng = np.random.default_rng(0)
+    d, v = model.config.d_model, model.config.vocab_size
+    bias = np.zeros(v, np.float32)
+    bias[[model.config.pad_token_id, model.config.eos_token_id]] = -30.0
+    model.ctc_head = {"kernel": rng.normal(size=(d, v)).astype(np.float32), "bias": bias}
+    with_ctc = tmp_path / "with_ctc"
+    model.save_pretrained(with_ctc)
+    loaded = load_checkpoint(str(with_ctc))
+    frontend = choose_frontend(loaded, corpus["manifest"])
+    for choice in (
+        DecoderChoice("ctc_greedy"),
+        DecoderChoice("rescoring", ctc_weight=0.5, ctc_beam=3),
+        DecoderChoice("attention", ctc_weight=0.3),
+    ):
+        out = tmp_path / choice.decoder
+        results = ev.evaluate(str(with_ctc), corpus["manifest"], str(out), decoder=choice, **RUN)
+        assert results["decoder"]["decoder"] == choice.decoder
+        assert results["utterances"]["scored"] == NUM_GOOD
+        if choice.decoder != "ctc_greedy":
+            continue
+        for row in _rows(out)[:4]:
+            audio = next(r[1] for r in corpus["rows"] if r[0] == row["id"])
+            x, _ = frontend.load(audio)
+            ids = ctc_greedy_generate(loaded.model, x[None], np.ones((1, len(x)), np.int32))
+            assert row["hypothesis"] == frontend.decode(ids[0])
+    with pytest.raises(ValueError, match=r"another run \(differs in \[.decoder.\]\)"):
+        ev.evaluate(
+            str(with_ctc),
+            corpus["manifest"],
+            str(tmp_path / "ctc_greedy"),
+            decoder=DecoderChoice("rescoring"),
+            **RUN,
+        )
