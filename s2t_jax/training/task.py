@@ -33,7 +33,15 @@ def model_config_from(config, vocab_size: int) -> Speech2TextConfig:
             f"config.model.vocab_size={fields['vocab_size']} but the dictionary has "
             f"{vocab_size} entries; set it to {vocab_size} or to -1"
         )
-    return Speech2TextConfig(**fields)
+    config = Speech2TextConfig(**fields)
+    if config.encoder_type != "transformer":
+        raise ValueError(
+            f"config.model.encoder_type={config.encoder_type!r}: training the Conformer is not "
+            "wired yet (its batch-norm statistics are not part of the train state); "
+            "fairseq Conformer checkpoints load for inspection (checkpoints.fairseq."
+            "load_fairseq_variables)"
+        )
+    return config
 
 
 # Task fields the training config holds under the same names.
