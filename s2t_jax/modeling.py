@@ -30,7 +30,7 @@ from s2t_jax.modeling_outputs import (
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
-from s2t_jax.models.params import count_params, init_params
+from s2t_jax.models.params import as_variables, count_params, fresh_batch_stats, init_params
 from s2t_jax.models.subsampler import subsampled_lengths
 
 
@@ -47,11 +47,21 @@ class _PretrainedSpeech2Text:
         param_dtype = DTYPES[config.param_dtype]
         self.params = jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
         self.source_dir = None
+        # Batch-norm running statistics (the Conformer encoder), or None.
+        self.batch_stats = fresh_batch_stats(config)
         # The CTC head ({"kernel" [d_model, vocab], "bias" [vocab]}) of a model trained with a
         # CTC loss, or None: joint CTC/attention decoding and word timestamps use it.
         self.ctc_head = None
         # Generation defaults, read once (from_pretrained reads the model's files).
         self.generation_config = read_generation_config(config)
+
+    @property
+    def variables(self):
+        """What the speech model's apply takes: `params`, or {"params", "batch_stats"} for a
+        model with batch norm (see models.params.as_variables)."""
+        if self.batch_stats is None:
+            return self.params
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
     # --- loading and saving -----------------------------------------------------------------
 
@@ -67,11 +77,13 @@ class _PretrainedSpeech2Text:
         for key, value in (("dtype", dtype), ("param_dtype", param_dtype)):
             if value is not None:
                 config_overrides[key] = jnp.dtype(value).name
-        config, params, ctc_head = load_model_dir(
-            path, cls.with_lm_head, with_ctc=True, **config_overrides
+        config, params, extras = load_model_dir(
+            path, cls.with_lm_head, with_extras=True, **config_overrides
         )
         model = cls(config, params)
-        model.ctc_head = ctc_head
+        model.ctc_head = extras["ctc_head"]
+        if extras["batch_stats"] is not None:
+            model.batch_stats = extras["batch_stats"]
         model.source_dir = path if os.path.isdir(path) else None
         model.generation_config = read_generation_config(config, model.source_dir)
         return model
@@ -88,6 +100,7 @@ class _PretrainedSpeech2Text:
             transformers_format,
             self.source_dir,
             ctc_head=self.ctc_head,
+            batch_stats=self.batch_stats,
         )
 
     # --- jitted entry points --------------------------------------------------------------------
@@ -116,9 +129,9 @@ class _PretrainedSpeech2Text:
 
     def encode(self, input_features, attention_mask=None, params=None):
         """-> (encoder hidden [batch, src, d_model], mask [batch, src] bool)."""
-        params = self.params if params is None else params
+        params = self.variables if params is None else params
         feats, mask = self._features(input_features, attention_mask)
-        return self._jit_encode({"params": params}, feats, mask)
+        return self._jit_encode(as_variables(params), feats, mask)
 
     def _flag(self, value, name, default=False):
         value = getattr(self.config, name, default) if value is None else value
@@ -166,7 +179,7 @@ class _PretrainedSpeech2Text:
             raise ValueError("decoder_inputs_embeds is not supported; pass decoder_input_ids")
         if labels is not None and not self.with_lm_head:
             raise TypeError("Speech2TextModel has no LM head: `labels` needs the model with one")
-        params = self.params if params is None else params
+        params = self.variables if params is None else params
         cfg = self.config
         attentions = bool(self._flag(output_attentions, "output_attentions"))
         hidden_sel = self._flag(output_hidden_states, "output_hidden_states")
@@ -229,7 +242,7 @@ class _PretrainedSpeech2Text:
                 "cross_v) [batch, heads, len, head_dim], as a call's `cache` returns them"
             )
         if enc is None:
-            enc, enc_mask = self._jit_encode({"params": params}, feats, mask)
+            enc, enc_mask = self._jit_encode(as_variables(params), feats, mask)
         else:
             enc_mask = fwd.frame_mask(self.config, mask, enc.shape[1])
         src = past[0][2].shape[2]

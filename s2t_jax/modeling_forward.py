@@ -15,6 +15,7 @@ import optax
 from flax import linen as nn
 
 from s2t_jax.models.attention import masked_softmax
+from s2t_jax.models.params import as_variables
 from s2t_jax.models.subsampler import length_mask, subsampled_lengths
 
 _LAYER = re.compile(r"layers_(\d+)$")
@@ -109,7 +110,7 @@ def forward(
         return out, dec_h, e, enc_mask
 
     with nn.intercept_methods(rec):
-        out, dec_h, e, enc_mask = module.apply({"params": params}, method=run)
+        out, dec_h, e, enc_mask = module.apply(as_variables(params), method=run)
     result = {"out": out, "dec_h": dec_h, "enc": e, "enc_mask": enc_mask}
     if labels is not None:
         result["loss"] = cross_entropy(out, labels)
@@ -150,7 +151,7 @@ def encode(module, params, feats, mask, *, hidden, attentions):
     """The encoder alone -> dict: enc, enc_mask and the hidden states / weights asked for."""
     rec = _Recorder(hidden, attentions, False)
     with nn.intercept_methods(rec):
-        e, enc_mask = module.apply({"params": params}, feats, mask, method=type(module).encode)
+        e, enc_mask = module.apply(as_variables(params), feats, mask, method=type(module).encode)
     result = {"enc": e, "enc_mask": enc_mask}
     if hidden:
         result["hidden_states"] = _tied_states(rec.states["encoder"], e)
@@ -183,7 +184,7 @@ def decode_with_past(module, params, past, dec_ids, cross_mask, with_head: bool)
 
     outs = []
     for t in range(new):
-        out, state = module.apply({"params": params}, dec_ids[:, t], seen + t, state, method=step)
+        out, state = module.apply(as_variables(params), dec_ids[:, t], seen + t, state, method=step)
         outs.append(out)
     cache = tuple(
         (sk, sv, ck.transpose(0, 1, 3, 2), cv)

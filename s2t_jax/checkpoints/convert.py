@@ -21,6 +21,6 @@ def convert_checkpoint(src: str, dst: str, to: str = "s2t_jax") -> None:
     if os.path.isdir(src) and is_training_workdir(src):
         export_workdir(src, dst, transformers_format=(to == "transformers"))
         return
-    config, params, ctc_head = load_model_dir(src, with_ctc=True)
+    config, params, extras = load_model_dir(src, with_extras=True)
     source_dir = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-    save_model_dir(dst, config, params, to == "transformers", source_dir, ctc_head=ctc_head)
+    save_model_dir(dst, config, params, to == "transformers", source_dir, **extras)

@@ -17,13 +17,14 @@ import jax
 import numpy as np
 
 from s2t_jax.checkpoints import orbax_io
-from s2t_jax.checkpoints.fairseq import load_fairseq_checkpoint
+from s2t_jax.checkpoints.fairseq import load_fairseq_variables
 from s2t_jax.checkpoints.hf import hf_state_dict_to_params, load_hf_state_dict, save_hf_dir
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.params import abstract_params
 
 PARAMS_DIR = "params"
-CTC_DIR = "ctc"  # our format's CTC head, when the model has one: {"kernel" [d, V], "bias" [V]}
+CTC_DIR = "ctc"
+BATCH_STATS_DIR = "batch_stats"  # a Conformer's batch-norm running statistics  # our format's CTC head, when the model has one: {"kernel" [d, V], "bias" [V]}
 # Files that travel with a model directory (tokenizer, feature extractor, generation defaults).
 SIDE_FILES = (
     "preprocessor_config.json",
@@ -50,36 +51,74 @@ def weights_kind(path: str) -> str:
     return "transformers"
 
 
-def load_model_dir(path: str, with_lm_head: bool = True, with_ctc: bool = False, **overrides):
-    """Any of the three formats -> (Speech2TextConfig, params as numpy float32), or with
-    `with_ctc` (config, params, CTC head or None).
+def load_model_dir(
+    path: str,
+    with_lm_head: bool = True,
+    with_ctc: bool = False,
+    with_extras: bool = False,
+    **overrides,
+):
+    """Any of the three formats -> (Speech2TextConfig, params as numpy float32); with
+    `with_ctc` (config, params, CTC head or None); with `with_extras` (config, params,
+    {"ctc_head", "batch_stats"}), the batch-norm statistics of a Conformer included.
 
     with_lm_head=False reads the weights as transformers' Speech2TextModel (no LM head).
     """
     kind = weights_kind(path)
+    batch_stats = None
     if kind == "fairseq":
-        config, params = load_fairseq_checkpoint(path)
-        params, ctc = split_ctc_head(params)
+        config, variables = load_fairseq_variables(path)
+        params, ctc = split_ctc_head(variables["params"])
+        batch_stats = variables.get("batch_stats")
         config = config.replace(**overrides)
-        return (config, params, ctc) if with_ctc else (config, params)
-    config = Speech2TextConfig.from_pretrained(path, **overrides)
-    if kind == "ours":
-        target = abstract_params(config.replace(param_dtype="float32"), with_lm_head)
-        try:
-            params = orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
-        except ValueError as e:  # Orbax: the saved tree has other arrays than the target
-            raise ValueError(
-                f"{path}: {PARAMS_DIR}/ does not hold the arrays config.json describes "
-                f"({str(e).splitlines()[0][:300]})"
-            ) from e
-        _check_shapes(path, params, target)
-        return (config, params, load_ctc_head(path, config)) if with_ctc else (config, params)
-    state = load_hf_state_dict(path)
-    if not with_lm_head:
-        state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
-        state = {("model." + k if not k.startswith("model.") else k): v for k, v in state.items()}
-    params = hf_state_dict_to_params(state, config, with_lm_head)
-    return (config, params, None) if with_ctc else (config, params)
+    else:
+        config = Speech2TextConfig.from_pretrained(path, **overrides)
+        ctc = None
+        if kind == "ours":
+            params = _restore_ours(path, config, with_lm_head)
+            ctc = load_ctc_head(path, config)
+            batch_stats = _restore_batch_stats(path, config)
+        else:
+            state = load_hf_state_dict(path)
+            if not with_lm_head:
+                state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
+                state = {
+                    ("model." + k if not k.startswith("model.") else k): v for k, v in state.items()
+                }
+            params = hf_state_dict_to_params(state, config, with_lm_head)
+    if with_extras:
+        return config, params, {"ctc_head": ctc, "batch_stats": batch_stats}
+    return (config, params, ctc) if with_ctc else (config, params)
+
+
+def _restore_ours(path: str, config, with_lm_head: bool):
+    target = abstract_params(config.replace(param_dtype="float32"), with_lm_head)
+    try:
+        params = orbax_io.restore_params(os.path.join(path, PARAMS_DIR), target)
+    except ValueError as e:  # Orbax: the saved tree has other arrays than the target
+        raise ValueError(
+            f"{path}: {PARAMS_DIR}/ does not hold the arrays config.json describes "
+            f"({str(e).splitlines()[0][:300]})"
+        ) from e
+    _check_shapes(path, params, target)
+    return params
+
+
+def _restore_batch_stats(path: str, config):
+    """A Conformer's batch-norm statistics (`batch_stats/`), checked against config.json."""
+    from s2t_jax.models.params import fresh_batch_stats
+
+    target = fresh_batch_stats(config)
+    directory = os.path.join(path, BATCH_STATS_DIR)
+    if target is None:
+        return None
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"{path}: a Conformer's {BATCH_STATS_DIR}/ (batch-norm statistics) is missing"
+        )
+    stats = orbax_io.restore_params(directory)
+    _check_shapes(path, stats, target)
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), stats)
 
 
 def load_ctc_head(path: str, config) -> dict | None:
@@ -132,6 +171,7 @@ def save_model_dir(
     transformers_format: bool = False,
     source_dir: str | None = None,
     ctc_head: dict | None = None,
+    batch_stats: dict | None = None,
 ) -> None:
     """Ours: config.json + Orbax params/ (+ ctc/ for a CTC head). transformers_format:
     config.json + safetensors, without the CTC head, which transformers' Speech2Text lacks
@@ -142,6 +182,11 @@ def save_model_dir(
     os.makedirs(path, exist_ok=True)
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     if transformers_format:
+        if config.encoder_type != "transformer":
+            raise ValueError(
+                f"{path}: transformers has no {config.encoder_type} Speech2Text encoder; save "
+                "this model in our format (transformers_format=False)"
+            )
         if ctc_head is not None:
             logging.warning(
                 "%s: transformers' Speech2Text has no CTC head; the export leaves it out "
@@ -158,6 +203,9 @@ def save_model_dir(
             orbax_io.save_params(ctc_dir, head)
         elif os.path.isdir(ctc_dir):
             shutil.rmtree(ctc_dir)  # a stale head from an earlier save must not load
+        if batch_stats is not None:
+            stats = jax.tree.map(lambda x: np.asarray(x, np.float32), batch_stats)
+            orbax_io.save_params(os.path.join(path, BATCH_STATS_DIR), stats)
     if source_dir and os.path.abspath(source_dir) != os.path.abspath(path):
         for name in SIDE_FILES:
             src = os.path.join(source_dir, name)

@@ -32,14 +32,17 @@ def _ctc_log_probs(model, features, mask):
 def _decode(model, ids, enc, enc_mask):
     """Teacher-forced decoder logits [n, L, V] for ids [n, L] over encoder states."""
     from s2t_jax.models.model import Speech2Text
+    from s2t_jax.models.params import as_variables
 
     fn = getattr(model, "_jit_decode", None)
     if fn is None:
         fn = jax.jit(
-            lambda p, i, e, m: model.module.apply({"params": p}, i, e, m, method=Speech2Text.decode)
+            lambda p, i, e, m: model.module.apply(
+                as_variables(p), i, e, m, method=Speech2Text.decode
+            )
         )
         model._jit_decode = fn
-    return fn(model.params, jnp.asarray(ids), enc, enc_mask)
+    return fn(model.variables, jnp.asarray(ids), enc, enc_mask)
 
 
 def _as_generate_ids(rows, config) -> np.ndarray:

@@ -316,7 +316,7 @@ def generate(
         rng = np.asarray(row_keys(prng_key, padded_batch))
     options = search_options(settings, conv_frames=frames, rng=rng)
     static = settings.static(outputs)
-    params = model.params if params is None else params
+    params = model.variables if params is None else params
     if fusion is not None:
         params, group_by_length = fusion, False
     lengths_in = mask.sum(1)
@@ -389,7 +389,7 @@ def _fusion(model, settings, params, ctc_weight, ctc_pre_beam, lm, lm_weight, le
         length_bonus=float(length_bonus or 0.0),
         lm_config=lm_config,
     )
-    model_params = model.params if params is None else params
+    model_params = model.variables if params is None else params
     return settings, FusionParams(model_params, head, lm_params)
 
 

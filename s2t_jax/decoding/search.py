@@ -41,6 +41,7 @@ from s2t_jax.decoding.settings import GenerationSettings, StaticSettings, resolv
 from s2t_jax.models.kv_cache import cache_segments, grow_self_cache, reorder_self_cache
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
+from s2t_jax.models.params import as_variables
 from s2t_jax.models.subsampler import conv_extent_variables
 
 # Times each search has been traced, by static settings; a second call that only changes the
@@ -52,7 +53,7 @@ ENCODER_TRACES: collections.Counter = collections.Counter()
 
 def encode(module: Speech2Text, params, features, mask, conv_frames):
     """The encoder, its convs limited to `conv_frames` input frames (see SearchOptions)."""
-    variables = {"params": params, **conv_extent_variables(conv_frames)}
+    variables = {**as_variables(params), **conv_extent_variables(conv_frames)}
     return module.apply(variables, features, mask, method=Speech2Text.encode)
 
 
@@ -79,7 +80,7 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
     `static` turns on (ctc_weight, lm_config; decoding/fusion.py)."""
     s = static
     fusion = params if isinstance(params, FusionParams) else None
-    variables = {"params": _model_params(params)}
+    variables = as_variables(_model_params(params))
     batch = enc.shape[0]
     segments = cache_segments(s.max_length)
     cache = module.apply(

@@ -34,7 +34,7 @@ class ShardedGenerator:
         self.mesh = make_mesh(None, num_devices)  # every device's "data" rows
         self.num_devices = self.mesh.size
         self.row_sharding = NamedSharding(self.mesh, P("data"))
-        self.params = jax.device_put(model.params, NamedSharding(self.mesh, P()))
+        self.params = jax.device_put(model.variables, NamedSharding(self.mesh, P()))
         self.config, self.settings = model.config, settings
         self._fns: dict = {}  # forced BOS -> jitted generate fn
         self._compiled: dict = {}  # (forced BOS, shape) -> compiled executable

@@ -37,3 +37,21 @@ def abstract_params(config: Speech2TextConfig, with_lm_head: bool = True):
 
 def count_params(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def as_variables(tree) -> dict:
+    """Flax variables from a model's weights: a params tree as it is, or the
+    {"params", "batch_stats"} of a model with batch norm (the Conformer encoder). Every apply
+    of the speech model goes through this, so both kinds of model take one path."""
+    if isinstance(tree, dict) and "params" in tree:
+        return tree
+    return {"params": tree}
+
+
+def fresh_batch_stats(config: Speech2TextConfig):
+    """An untrained model's batch-norm statistics, or None for a model without batch norm."""
+    if config.encoder_type != "conformer":
+        return None
+    from s2t_jax.models.conformer import fresh_batch_stats as conformer_stats
+
+    return conformer_stats(config)

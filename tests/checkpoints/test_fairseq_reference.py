@@ -171,3 +171,27 @@ def test_covost_conformer_parameter_counts():
     assert counts["rel_pos"] - counts["abs"] == 12 * (256 * 256 + 2 * 256)
     assert round(counts["abs"] / 1e6, 1) == 42.1
     assert round(counts["rel_pos"] / 1e6, 1) == 42.9
+
+
+@pytest.mark.parametrize("name", ["conformer_rel_pos", "conformer_rope"])
+def test_conformer_through_the_user_api(name, tmp_path):
+    """A fairseq Conformer .pt through from_pretrained: fairseq's logits from model(...),
+    generate() runs, our format keeps the batch-norm statistics, transformers' is refused."""
+    from s2t_jax import Speech2TextForConditionalGeneration
+
+    _, _, ref = _load(name)
+    feats, lengths = ref["features"], ref["lengths"]
+    mask = (np.arange(feats.shape[1])[None] < lengths[:, None]).astype(np.int32)
+    model = Speech2TextForConditionalGeneration.from_pretrained(os.path.join(ASSETS, f"{name}.pt"))
+    assert model.batch_stats is not None
+    out = model(feats, mask, decoder_input_ids=ref["prev_output_tokens"])
+    np.testing.assert_allclose(np.asarray(out.logits), ref["logits"], atol=TOL, rtol=0)
+    ids = model.generate(feats, mask, max_length=6, num_beams=2)
+    assert ids.shape[0] == 2 and (ids[:, 0] == model.config.decoder_start_token_id).all()
+    model.save_pretrained(tmp_path / "ours")
+    again = Speech2TextForConditionalGeneration.from_pretrained(tmp_path / "ours")
+    out2 = again(feats, mask, decoder_input_ids=ref["prev_output_tokens"])
+    np.testing.assert_array_equal(np.asarray(out2.logits), np.asarray(out.logits))
+    np.testing.assert_array_equal(again.generate(feats, mask, max_length=6, num_beams=2), ids)
+    with pytest.raises(ValueError, match="transformers has no conformer"):
+        model.save_pretrained(tmp_path / "hf", transformers_format=True)
