@@ -53,6 +53,14 @@ flags.DEFINE_float("lm_weight", 0.0, "Shallow-fusion weight of --lm.")
 flags.DEFINE_float("length_bonus", 0.0, "Added to the score of every generated token.")
 flags.DEFINE_integer("ctc_beam", 10, "N-best size of the CTC prefix beam search (rescoring).")
 flags.DEFINE_bool(
+    "long_form",
+    False,
+    "The manifest lists whole recordings: segment, decode and score each whole "
+    "(needs processor files with the checkpoint; see s2t_jax/evaluation/long_form.py).",
+)
+flags.DEFINE_enum("segmenter", "pause", ["pause", "fixed"], "Long-form segmentation.")
+flags.DEFINE_float("window_seconds", None, "Longest long-form segment (default: encoder reach).")
+flags.DEFINE_bool(
     "strict", False, "A bad manifest row or unreadable audio ends the run (default: skip it)."
 )
 flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation cache dir.")
@@ -79,6 +87,9 @@ def main(argv):
     if data_config is None and _CONFIG.value is not None:
         data_config = sources.data_config_path(_CONFIG.value)
     stem = os.path.splitext(os.path.basename(FLAGS.manifest))[0]
+    if FLAGS.long_form:
+        _long_form(FLAGS.output_dir or os.path.join("eval", stem))
+        return
     results = evaluate.evaluate(
         FLAGS.checkpoint,
         FLAGS.manifest,
@@ -110,6 +121,44 @@ def main(argv):
     )
     if results:  # process 0
         print(outputs.summary_line(results))
+
+
+def _long_form(output_dir):
+    import json
+
+    from s2t_jax.evaluation.checkpoint import load_checkpoint
+    from s2t_jax.evaluation.long_form import evaluate_long_form
+    from s2t_jax.evaluation.metrics import TextNormalizer
+    from s2t_jax.frontend.processor import Speech2TextProcessor
+
+    loaded = load_checkpoint(FLAGS.checkpoint, FLAGS.dtype)
+    source = getattr(loaded.model, "source_dir", None)
+    if not source:
+        raise app.UsageError(
+            "--long_form needs a model directory with processor files (export a training run "
+            "with convert_checkpoint.py first)"
+        )
+    kwargs = {k: getattr(FLAGS, k) for k in ("num_beams", "max_length") if getattr(FLAGS, k)}
+    if FLAGS.ctc_weight:
+        kwargs["ctc_weight"] = FLAGS.ctc_weight
+    results = evaluate_long_form(
+        loaded.model,
+        Speech2TextProcessor.from_pretrained(source),
+        FLAGS.manifest,
+        output_dir,
+        segmenter=FLAGS.segmenter,
+        window_seconds=FLAGS.window_seconds,
+        batch_size=FLAGS.batch_size,
+        normalizer=TextNormalizer(
+            FLAGS.wer_tokenizer,
+            FLAGS.wer_lowercase,
+            FLAGS.wer_remove_punctuation,
+            FLAGS.wer_char_level,
+        ),
+        task=FLAGS.task,
+        **kwargs,
+    )
+    print(json.dumps({k: results[k] for k in ("metrics", "recordings", "word_times")}))
 
 
 if __name__ == "__main__":

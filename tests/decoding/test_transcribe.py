@@ -193,3 +193,42 @@ def test_json_srt_and_word_times_from_a_ctc_head(model_dir, audio_files, tmp_pat
     assert code == 0
     srt = (tmp_path / f"{audio_files['long'].stem}.srt").read_text()
     assert srt.startswith("1\n00:00:") and " --> " in srt
+
+
+def test_long_form_evaluation_scores_whole_recordings(model_dir, audio_files, tmp_path, capsys):
+    """eval --long_form's library call: the hypothesis of a recording is transcribe's joined
+    segments, and WER is over the whole recording."""
+    import jiwer
+
+    from s2t_jax.evaluation.long_form import evaluate_long_form
+
+    manifest = tmp_path / "long.tsv"
+    manifest.write_text(
+        "id\taudio\tn_frames\ttgt_text\tspeaker\n"
+        f"rec\t{audio_files['long']}\t586\t{WORDS}\tx\n"
+        f"gone\t{tmp_path / 'missing.wav'}\t10\tnothing\tx\n"
+    )
+    model = Speech2TextForConditionalGeneration.from_pretrained(model_dir)
+    processor = Speech2TextProcessor.from_pretrained(model_dir)
+    results = evaluate_long_form(model, processor, str(manifest), str(tmp_path / "out"))
+    assert results["recordings"] == {"manifest": 2, "scored": 1, "skipped": 1}
+    record = json.loads((tmp_path / "out" / "hypotheses.jsonl").read_text().splitlines()[0])
+    assert main(["--model", str(model_dir), str(audio_files["long"])]) == 0
+    assert record["hypothesis"] == capsys.readouterr().out.split("\t")[1].strip()
+    assert results["metrics"]["wer"] == pytest.approx(100 * jiwer.wer(WORDS, record["hypothesis"]))
+
+
+def test_word_time_errors_use_the_wer_alignment():
+    from s2t_jax.evaluation.long_form import word_time_errors
+
+    ref = [{"word": w, "start": float(i), "end": i + 0.5} for i, w in enumerate("a b c d".split())]
+    hyp = [
+        {"word": "a", "start": 0.1, "end": 0.5},
+        {"word": "x", "start": 1.0, "end": 1.5},  # substituted: not matched
+        {"word": "c", "start": 2.0, "end": 2.9},
+        {"word": "d", "start": 3.2, "end": 3.5},
+    ]
+    errors = word_time_errors(ref, hyp)
+    assert errors["matched"] == 3
+    assert errors["start"] == pytest.approx([0.1, 0.0, 0.2])
+    assert errors["end"] == pytest.approx([0.0, 0.4, 0.0])
