@@ -7,6 +7,7 @@ lays them out for search instead (see kv_cache.py) and uses the projections dire
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 from s2t_jax.models.layers import dense
 
@@ -61,6 +62,23 @@ class MultiHeadAttention(nn.Module):
     def attend(self, q, k, v, mask, deterministic):
         ctx = dot_product_attention(q, k, v, mask, self.attn_dropout, deterministic)
         return self.out_proj(ctx.reshape(*ctx.shape[:2], -1))  # [batch, q_len, d_model]
+
+    def cached(self, h, index, self_k, self_v, self_mask):
+        """Self-attention of one new position over a KV cache (kv_cache.py's layout).
+
+        h [rows, 1, d_model]; self_k, self_v [rows, heads, length, hd]: this step's K/V are
+        written at `index`; self_mask [1, 1, 1, length]. The decoder's and the LM's cached
+        steps both attend through here. -> (out [rows, 1, d_model], self_k, self_v).
+        """
+        rows, d = h.shape[0], h.shape[2]
+        q = self.query(h).transpose(0, 2, 1, 3)  # [rows, heads, 1, hd]
+        k, v = self.key_value(h)  # [rows, 1, heads, hd]
+        at = (0, 0, index, 0)
+        self_k = lax.dynamic_update_slice(self_k, k.transpose(0, 2, 1, 3), at)
+        self_v = lax.dynamic_update_slice(self_v, v.transpose(0, 2, 1, 3), at)
+        scores = lax.dot_general(q, self_k, (((3,), (3,)), ((0, 1), (0, 1))))  # [r, h, 1, len]
+        ctx = jnp.matmul(masked_softmax(scores, self_mask, self_v.dtype), self_v)  # [r,h,1,hd]
+        return self.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d)), self_k, self_v
 
     def __call__(self, x, kv_input, mask, deterministic: bool):
         k, v = self.key_value(kv_input)

@@ -8,7 +8,6 @@ import math
 
 import jax.numpy as jnp
 from flax import linen as nn
-from jax import lax
 
 from s2t_jax.models.attention import MultiHeadAttention, masked_softmax
 from s2t_jax.models.kv_cache import new_cache
@@ -60,17 +59,11 @@ class DecoderLayer(nn.Module):
         rows, d = x.shape[0], x.shape[2]
         batch = cross_k.shape[0]
         h = self.self_attn_layer_norm(x)
-        q = self.self_attn.query(h).transpose(0, 2, 1, 3)  # [rows, heads, 1, hd]
-        k, v = self.self_attn.key_value(h)  # [rows, 1, heads, hd]
-        at = (0, 0, index, 0)
-        self_k = lax.dynamic_update_slice(self_k, k.transpose(0, 2, 1, 3), at)
-        self_v = lax.dynamic_update_slice(self_v, v.transpose(0, 2, 1, 3), at)
-        scores = lax.dot_general(q, self_k, (((3,), (3,)), ((0, 1), (0, 1))))  # [r, h, 1, len]
-        ctx = jnp.matmul(masked_softmax(scores, self_mask, self_v.dtype), self_v)  # [r, h, 1, hd]
-        x = x + self.self_attn.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d))
+        out, self_k, self_v = self.self_attn.cached(h, index, self_k, self_v, self_mask)
+        x = x + out
 
         h = self.encoder_attn_layer_norm(x)
-        heads, head_dim = q.shape[1], q.shape[3]
+        heads, head_dim = self_k.shape[1], self_k.shape[3]
         q = self.encoder_attn.query(h).reshape(batch, rows // batch, heads, head_dim)
         q = q.transpose(0, 2, 1, 3)  # [batch, heads, beams, hd]: an item's beams together
         scores = jnp.matmul(q, cross_k)  # [batch, heads, beams, src]

@@ -18,9 +18,8 @@ import os
 
 import jax.numpy as jnp
 from flax import linen as nn
-from jax import lax
 
-from s2t_jax.models.attention import MultiHeadAttention, masked_softmax
+from s2t_jax.models.attention import MultiHeadAttention
 from s2t_jax.models.layers import ACTIVATIONS, DTYPES, FeedForward, dtypes, layer_norm
 from s2t_jax.models.positions import sinusoidal_positions
 
@@ -131,18 +130,11 @@ class LMLayer(nn.Module):
 
     def step(self, x, index, self_k, self_v, self_mask):
         """x [rows, 1, d_model]; self_k, self_v [rows, heads, length, hd] (kv_cache layout)."""
-        rows, d = x.shape[0], x.shape[2]
 
         def attend(h):
             nonlocal self_k, self_v
-            q = self.self_attn.query(h).transpose(0, 2, 1, 3)  # [rows, heads, 1, hd]
-            k, v = self.self_attn.key_value(h)  # [rows, 1, heads, hd]
-            at = (0, 0, index, 0)
-            self_k = lax.dynamic_update_slice(self_k, k.transpose(0, 2, 1, 3), at)
-            self_v = lax.dynamic_update_slice(self_v, v.transpose(0, 2, 1, 3), at)
-            scores = lax.dot_general(q, self_k, (((3,), (3,)), ((0, 1), (0, 1))))  # [r,h,1,len]
-            ctx = jnp.matmul(masked_softmax(scores, self_mask, self_v.dtype), self_v)
-            return self.self_attn.out_proj(ctx.transpose(0, 2, 1, 3).reshape(rows, 1, d))
+            out, self_k, self_v = self.self_attn.cached(h, index, self_k, self_v, self_mask)
+            return out
 
         x = self._block(x, self.self_attn_layer_norm, attend, True)
         x = self._block(x, self.final_layer_norm, lambda h: self.ffn(h, True), True)
