@@ -228,6 +228,7 @@ def train_sentencepiece(
     vocab_size: int,
     special_symbols: Sequence[str] | None = None,
     num_threads: int = 1,
+    hard_vocab_limit: bool = True,
 ) -> None:
     """fairseq's gen_vocab: spm with fairseq's special ids and flags (plus `special_symbols` as
     user-defined symbols), then `<prefix>.{model,vocab,txt}`, `.txt` being the fairseq
@@ -249,6 +250,7 @@ def train_sentencepiece(
         bos_id=BOS,
         eos_id=EOS,
         pad_id=PAD,
+        hard_vocab_limit=hard_vocab_limit,
         minloglevel=2,
         **extra,
     )

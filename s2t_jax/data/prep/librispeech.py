@@ -28,14 +28,12 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from s2t_jax.data.manifest import Utterance, create_zip, write_manifest, zip_manifest
-from s2t_jax.data.vocab import BOS, EOS, PAD, SPECIALS, UNK
+from s2t_jax.data.prep.common import train_sentencepiece, write_config_yaml
 
 log = logging.getLogger(__name__)
 
@@ -86,66 +84,6 @@ def _num_frames(flac: str) -> int:
     info = soundfile.info(flac)
     samples = int(round(info.frames * SAMPLING_RATE / info.samplerate))
     return num_frames(samples, SAMPLING_RATE)
-
-
-def train_sentencepiece(
-    texts: list[str], prefix: str, vocab_type: str, vocab_size: int, num_threads: int = 1
-) -> None:
-    """fairseq's gen_vocab: spm with fixed special ids, then the fairseq dictionary `.txt`."""
-    import sentencepiece as spm
-
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
-        f.writelines(t + "\n" for t in texts)
-        text_path = f.name
-    try:
-        spm.SentencePieceTrainer.train(
-            input=text_path,
-            model_prefix=prefix,
-            model_type=vocab_type,
-            vocab_size=vocab_size,
-            character_coverage=1.0,
-            num_threads=num_threads,
-            unk_id=UNK,
-            bos_id=BOS,
-            eos_id=EOS,
-            pad_id=PAD,
-            hard_vocab_limit=vocab_type != "char",
-        )
-    finally:
-        os.unlink(text_path)
-    model = spm.SentencePieceProcessor(model_file=prefix + ".model")
-    with open(prefix + ".txt", "w", encoding="utf-8") as f:
-        for i in range(model.get_piece_size()):
-            piece = model.id_to_piece(i)
-            if piece not in SPECIALS:
-                f.write(f"{piece} 1\n")
-
-
-def write_data_config(out_root: str, spm_prefix: str, specaugment_policy: str = "ld") -> None:
-    """config.yaml as fairseq's gen_config_yaml writes it (utterance CMVN)."""
-    from s2t_jax.frontend.specaugment import POLICIES
-
-    p = POLICIES[specaugment_policy]
-    config = {
-        "vocab_filename": f"{spm_prefix}.txt",
-        "bpe_tokenizer": {
-            "bpe": "sentencepiece",
-            "sentencepiece_model": os.path.abspath(os.path.join(out_root, f"{spm_prefix}.model")),
-        },
-        "input_channels": 1,
-        "input_feat_per_channel": NUM_MEL_BINS,
-        "specaugment": {
-            "time_wrap_W": p.time_warp_w,
-            "freq_mask_N": p.freq_mask_n,
-            "freq_mask_F": p.freq_mask_f,
-            "time_mask_N": p.time_mask_n,
-            "time_mask_T": p.time_mask_t,
-            "time_mask_p": p.time_mask_p,
-        },
-        "transforms": {"_train": ["utterance_cmvn", "specaugment"], "*": ["utterance_cmvn"]},
-    }
-    with open(os.path.join(out_root, "config.yaml"), "w", encoding="utf-8") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
 
 
 def prepare(
@@ -223,9 +161,9 @@ def prepare(
         os.path.join(out_root, prefix),
         vocab_type,
         vocab_size,
-        num_threads=max(num_workers, 1),
+        hard_vocab_limit=vocab_type != "char",
     )
-    write_data_config(out_root, prefix)
+    write_config_yaml(out_root, "config.yaml", f"{prefix}.model", specaugment_policy="ld")
     return splits
 
 
