@@ -39,7 +39,7 @@ def _prefix_prob(log_probs, length, prefix):
     total = sum(
         np.exp(lp) for out, lp, _ in _paths(log_probs, length) if out[: len(prefix)] == prefix
     )
-    return np.log(total)
+    return np.log(total) if total > 0 else -np.inf
 
 
 def _random_log_probs(seed, batch, frames, vocab=3):
