@@ -71,7 +71,7 @@ def split_at_pauses(waveform: np.ndarray, rate: int, length: int, max_seconds=No
     from s2t_jax.frontend.segment import SegmenterConfig, segment
 
     longest = length / rate if max_seconds is None else min(max_seconds, length / rate)
-    config = SegmenterConfig(min_seconds=min(2.0, longest), max_seconds=longest)
+    config = SegmenterConfig(min_seconds=min(1.0, longest), max_seconds=longest)
     spans = segment(waveform, rate, config)
     if not spans:  # no speech found: decode it all rather than drop it
         return [(0, waveform[:length])]

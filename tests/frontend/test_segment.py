@@ -67,3 +67,17 @@ def test_silence_gives_no_segment_and_bad_limits_are_refused():
     assert segment(0.001 * rng.standard_normal(3 * RATE), RATE) == []
     with pytest.raises(ValueError, match="min_seconds"):
         SegmenterConfig(min_seconds=10, max_seconds=5)
+
+
+def test_every_long_pause_is_a_cut_so_segments_are_sentences():
+    """With the defaults, each stretch of speech between pauses of 0.3 s or more is its own
+    segment (as a VAD front end cuts), however short the maximum would allow merging."""
+    rng = np.random.default_rng(3)
+    parts = [(0.2, False)]
+    for _ in range(6):
+        parts += [(rng.uniform(1.2, 2.5), True), (rng.uniform(0.35, 0.8), False)]
+    wave, spans = _recording(rng, parts)
+    segments = segment(wave, RATE)
+    assert len(segments) == len(spans)
+    for (a, b), (s, e) in zip(segments, spans):
+        assert a <= s + 160 and e - 160 <= b
