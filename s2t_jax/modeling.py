@@ -20,13 +20,12 @@ from s2t_jax import modeling_forward as fwd
 from s2t_jax.checkpoints.model_dir import load_model_dir, save_model_dir
 from s2t_jax.decoding.settings import read_generation_config
 from s2t_jax.modeling_outputs import (
-    BaseModelOutput,
-    BaseModelOutputWithPastAndCrossAttentions,
     DecoderCache,
     Embedding,
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
+from s2t_jax.modeling_views import DecoderView, EncoderView
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
@@ -280,10 +279,10 @@ class _PretrainedSpeech2Text:
     # --- transformers' model helpers ----------------------------------------------------------
 
     def get_encoder(self):
-        return _EncoderView(self)
+        return EncoderView(self)
 
     def get_decoder(self):
-        return _DecoderView(self)
+        return DecoderView(self)
 
     def get_input_embeddings(self) -> Embedding:
         return Embedding(self.params["decoder"]["embed_tokens"]["embedding"])
@@ -345,96 +344,6 @@ class _PretrainedSpeech2Text:
         if exclude_embeddings:
             total -= int(np.prod(self.params["decoder"]["embed_tokens"]["embedding"].shape))
         return total
-
-
-class _EncoderView:
-    """`model.get_encoder()`: the encoder alone, called as transformers' Speech2TextEncoder."""
-
-    main_input_name = "input_features"
-
-    def __init__(self, model):
-        self._model = model
-        self.config = model.config
-
-    def __call__(
-        self,
-        input_features,
-        attention_mask=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
-        m = self._model
-        feats, mask = m._features(input_features, attention_mask)
-        hidden_sel = m._flag(output_hidden_states, "output_hidden_states")
-        run = m._jitted(
-            fwd.encode,
-            hidden=bool(hidden_sel),
-            attentions=bool(m._flag(output_attentions, "output_attentions")),
-        )
-        res = run(m.params, feats, mask)
-        hidden = res.get("hidden_states")
-        out = BaseModelOutput(
-            last_hidden_state=res["enc"],
-            hidden_states=None
-            if hidden is None
-            else fwd.select_states(hidden, hidden_sel, m.config.num_hidden_layers),
-            attentions=res.get("attentions"),
-        )
-        return out if m._flag(return_dict, "return_dict", True) else out.to_tuple()
-
-
-class _DecoderView:
-    """`model.get_decoder()`: the decoder alone, called as transformers' Speech2TextDecoder
-    (encoder_attention_mask is the subsampled [batch, src] mask)."""
-
-    def __init__(self, model):
-        self._model = model
-        self.config = model.config
-
-    def __call__(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        inputs_embeds=None,
-        use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
-        m = self._model
-        if past_key_values is not None or inputs_embeds is not None:
-            raise ValueError(
-                "get_decoder()(...) takes neither past_key_values nor inputs_embeds; call the "
-                "model itself with past_key_values"
-            )
-        hidden_sel = m._flag(output_hidden_states, "output_hidden_states")
-        run = m._jitted(
-            fwd.forward,
-            hidden=bool(hidden_sel),
-            attentions=bool(m._flag(output_attentions, "output_attentions")),
-            cache=bool(m._flag(use_cache, "use_cache", True)),
-        )
-        enc = fwd.to_array(encoder_hidden_states, DTYPES[m.config.dtype])
-        cross = None if encoder_attention_mask is None else fwd.to_array(encoder_attention_mask)
-        dec_mask = None if attention_mask is None else fwd.to_array(attention_mask)
-        ids = fwd.to_array(input_ids, jnp.int32)
-        res = run(m.params, None, None, enc, cross, ids, dec_mask, None)
-        cache = res.get("cache")
-        hidden = res.get("decoder_hidden_states")
-        out = BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=res["dec_h"],
-            cache=None if cache is None else DecoderCache(cache),
-            hidden_states=None
-            if hidden is None
-            else fwd.select_states(hidden, hidden_sel, m.config.num_hidden_layers),
-            attentions=res.get("decoder_attentions"),
-            cross_attentions=res.get("cross_attentions"),
-        )
-        return out if m._flag(return_dict, "return_dict", True) else out.to_tuple()
 
 
 class Speech2TextModel(_PretrainedSpeech2Text):
