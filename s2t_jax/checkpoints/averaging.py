@@ -1,8 +1,9 @@
 """Average the model weights of the last N training checkpoints (fairseq's average_checkpoints).
 
 fairseq's S2T recipes evaluate the mean of the last 10 checkpoints' weights. This reads the
-`params["model"]` subtree of the chosen steps of a training workdir, averages in float64 (then
-casts back), and writes one of our model directories (config.json + Orbax params/) that
+`params["model"]` subtree of the chosen steps of a training workdir (and a Conformer's
+batch-norm running statistics, which fairseq's script averages with the weights), averages in
+float64 (then casts back), and writes one of our model directories (config.json + Orbax params/) that
 `Speech2TextForConditionalGeneration.from_pretrained` and convert_checkpoint.py read.
 
     python -m s2t_jax.average_checkpoints --workdir ws/ls_s --num 10 --output ws/ls_s/avg_last_10
@@ -21,7 +22,8 @@ from s2t_jax.checkpoints.workdir import checkpoint_dir, load_train_checkpoint
 
 
 def average_checkpoints(workdir: str, num: int = 10, steps=None):
-    """-> (Speech2TextConfig, averaged params, steps used). Default: the last `num` steps."""
+    """-> (Speech2TextConfig, averaged params, averaged batch_stats or None, steps used).
+    Default: the last `num` steps."""
     ckpt = TrainCheckpointer(checkpoint_dir(workdir), async_save=False)
     try:
         available = ckpt.all_steps()
@@ -34,11 +36,13 @@ def average_checkpoints(workdir: str, num: int = 10, steps=None):
         raise ValueError(f"{workdir}: steps {missing or steps} not among checkpoints {available}")
     total, config = None, None
     for step in steps:
-        config, params, _ = load_train_checkpoint(workdir, step)
-        params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
-        total = params if total is None else jax.tree.map(np.add, total, params)
+        trained = load_train_checkpoint(workdir, step)
+        config = trained.config
+        weights = {"params": trained.params, "batch_stats": trained.batch_stats}
+        weights = jax.tree.map(lambda x: np.asarray(x, np.float64), weights)
+        total = weights if total is None else jax.tree.map(np.add, total, weights)
     mean = jax.tree.map(lambda x: (x / len(steps)).astype(np.float32), total)
-    return config, mean, list(steps)
+    return config, mean["params"], mean["batch_stats"], list(steps)
 
 
 def main(argv=None):
@@ -49,6 +53,6 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="model directory to write")
     args = parser.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",") if s] or None
-    config, params, used = average_checkpoints(args.workdir, args.num, steps)
-    save_model_dir(args.output, config, params)
+    config, params, batch_stats, used = average_checkpoints(args.workdir, args.num, steps)
+    save_model_dir(args.output, config, params, batch_stats=batch_stats)
     print(f"averaged steps {used} -> {args.output}")

@@ -56,9 +56,17 @@ def export_workdir(
     max_length: int = 200,
 ) -> str:
     """Writes the model of `workdir` (latest step by default) to a model directory."""
-    config, params, ctc_head, step = load_train_checkpoint(workdir, step, with_ctc=True)
-    config = config.replace(num_beams=num_beams, max_length=max_length, early_stopping=True)
-    save_model_dir(out_dir, config, params, transformers_format, ctc_head=ctc_head)
+    trained = load_train_checkpoint(workdir, step)
+    config = trained.config.replace(num_beams=num_beams, max_length=max_length, early_stopping=True)
+    step = trained.step
+    save_model_dir(
+        out_dir,
+        config,
+        trained.params,
+        transformers_format,
+        ctc_head=trained.ctc_head,
+        batch_stats=trained.batch_stats,
+    )
     write_processor_files(load_recorded_data_config(workdir), out_dir)
     generation = {
         "num_beams": num_beams,

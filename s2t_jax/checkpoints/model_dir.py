@@ -203,9 +203,12 @@ def save_model_dir(
             orbax_io.save_params(ctc_dir, head)
         elif os.path.isdir(ctc_dir):
             shutil.rmtree(ctc_dir)  # a stale head from an earlier save must not load
+        stats_dir = os.path.join(path, BATCH_STATS_DIR)
         if batch_stats is not None:
             stats = jax.tree.map(lambda x: np.asarray(x, np.float32), batch_stats)
-            orbax_io.save_params(os.path.join(path, BATCH_STATS_DIR), stats)
+            orbax_io.save_params(stats_dir, stats)
+        elif os.path.isdir(stats_dir):
+            shutil.rmtree(stats_dir)
     if source_dir and os.path.abspath(source_dir) != os.path.abspath(path):
         for name in SIDE_FILES:
             src = os.path.join(source_dir, name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -99,13 +100,20 @@ def load_recorded_data_config(workdir: str):
     return DataConfig.load(data["root"], data.get("config_yaml") or "config.yaml")
 
 
-def load_train_checkpoint(workdir: str, step: int | None = None, with_ctc: bool = False):
-    """A training run's model: -> (Speech2TextConfig, params of the Speech2Text module, step),
-    or with `with_ctc` (config, params, CTC head or None, step).
+class TrainedModel(NamedTuple):
+    """The model a training checkpoint holds (numpy arrays); the optimiser and data state are
+    left out."""
 
-    Reads `<workdir>/model_config.json` and the `params` of the checkpoint at `step` (default:
-    latest). The optimiser and iterator state are dropped.
-    """
+    config: object  # Speech2TextConfig
+    params: dict  # the Speech2Text module's params
+    ctc_head: dict | None  # {"kernel", "bias"} float32, when the run trains with CTC
+    batch_stats: dict | None  # a Conformer's batch-norm running statistics
+    step: int
+
+
+def load_train_checkpoint(workdir: str, step: int | None = None) -> TrainedModel:
+    """A training run's model at `step` (default: the latest checkpoint), with the config of
+    `<workdir>/model_config.json`."""
     from s2t_jax.models.config import Speech2TextConfig
 
     config = Speech2TextConfig.from_json_file(os.path.join(workdir, MODEL_CONFIG_FILE))
@@ -118,8 +126,8 @@ def load_train_checkpoint(workdir: str, step: int | None = None, with_ctc: bool 
     finally:
         ckpt.close()
     params = jax.tree.map(np.asarray, state["params"]["model"])
-    if not with_ctc:
-        return config, params, step
     ctc = state["params"].get("ctc")
     ctc = None if ctc is None else {k: np.asarray(v, np.float32) for k, v in ctc.items()}
-    return config, params, ctc, step
+    stats = state.get("batch_stats")
+    stats = None if stats is None else jax.tree.map(lambda x: np.asarray(x, np.float32), stats)
+    return TrainedModel(config, params, ctc, stats, int(step))

@@ -30,11 +30,14 @@ def load_checkpoint(path: str | os.PathLike, dtype: str | None = None) -> Loaded
     training = find_training_workdir(path) if os.path.isdir(path) else None
     if training is not None:
         workdir, step = training
-        config, params, ctc_head, step = load_train_checkpoint(workdir, step, with_ctc=True)
+        trained = load_train_checkpoint(workdir, step)
+        config = trained.config
         if dtype is not None:
             config = config.replace(dtype=np.dtype(dtype).name)
-        model = Speech2TextForConditionalGeneration(config, params)
-        model.ctc_head = ctc_head
-        return LoadedCheckpoint(model, "training", step=step, workdir=workdir)
+        model = Speech2TextForConditionalGeneration(config, trained.params)
+        model.ctc_head = trained.ctc_head
+        if trained.batch_stats is not None:
+            model.batch_stats = trained.batch_stats
+        return LoadedCheckpoint(model, "training", step=trained.step, workdir=workdir)
     model = Speech2TextForConditionalGeneration.from_pretrained(path, dtype=dtype)
     return LoadedCheckpoint(model, "model_dir" if os.path.isdir(path) else "fairseq")

@@ -27,6 +27,9 @@ def forward_flops(cfg, batch: int, frames: int, target_len: int, ctc: bool = Fal
         c_in = c_out // 2  # GLU halves the channels
     s, n = t, target_len
     enc = 4 * 2 * s * d * d + 2 * 2 * s * s * d + 2 * 2 * s * d * cfg.encoder_ffn_dim
+    if getattr(cfg, "encoder_type", "transformer") == "conformer":
+        enc = _conformer_layer_flops(cfg, s)
+        total += 2 * batch * s * d * d  # the projection after the subsampler
     dec = (
         4 * 2 * n * d * d  # self-attention projections
         + 2 * 2 * n * n * d  # self-attention scores and context
@@ -40,6 +43,19 @@ def forward_flops(cfg, batch: int, frames: int, target_len: int, ctc: bool = Fal
     if ctc:
         total += 2 * batch * s * d * v
     return float(total)
+
+
+def _conformer_layer_flops(cfg, s: int) -> float:
+    """One Conformer block over s frames: two FFNs, attention (rel_pos adds the position
+    projection of its 2s - 1 relative positions and a second score matrix), the convolution
+    module (pointwise d -> 2d, depthwise k taps, pointwise d -> d)."""
+    d, f, k = cfg.d_model, cfg.encoder_ffn_dim, cfg.depthwise_conv_kernel_size
+    flops = 2 * (2 * 2 * s * d * f)  # ffn1 + ffn2
+    flops += 4 * 2 * s * d * d + 2 * 2 * s * s * d  # projections, scores and context
+    if cfg.pos_enc_type == "rel_pos":
+        flops += 2 * (2 * s - 1) * d * d + 2 * s * s * d
+    flops += 2 * s * d * 2 * d + 2 * s * d * k + 2 * s * d * d
+    return flops
 
 
 def train_flops(cfg, batch: int, frames: int, target_len: int, ctc: bool = False) -> float:

@@ -48,6 +48,14 @@ _BY_MODULE = {
     "fc2": (("mlp", "embed"), ("embed",)),
     "lm_head": (("embed", "vocab"), ("vocab",)),
     "ctc": (("embed", "vocab"), ("vocab",)),
+    # The Conformer block's feed-forward modules, position projection and convolution module
+    # (1-wide and depthwise kernels are [width, in, out]; depthwise has in = 1).
+    "w_1": (("embed", "mlp"), ("mlp",)),
+    "w_2": (("mlp", "embed"), ("embed",)),
+    "linear_pos": (("embed", "heads"), None),
+    "pointwise_conv1": ((None, "embed", "mlp"), None),
+    "pointwise_conv2": ((None, "mlp", "embed"), None),
+    "depthwise_conv": ((None, None, "embed"), None),
 }
 _CONV = ((None, "conv_in", "conv_out"), ("conv_out",))
 
@@ -82,7 +90,7 @@ def logical_axes(path, shape: Sequence[int]) -> tuple[str | None, ...]:
         kernel, bias = pair
         if leaf == "kernel" and rank == len(kernel):
             return kernel
-        if leaf == "bias" and rank == 1:
+        if leaf == "bias" and rank == 1 and bias is not None:
             return bias
     return (None,) * rank
 

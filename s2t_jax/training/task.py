@@ -8,6 +8,7 @@ summed over the padded batch. The state and the steps that move it are in train_
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -19,6 +20,7 @@ from s2t_jax.frontend.specaugment import POLICIES, SpecAugmentPolicy, spec_augme
 from s2t_jax.models.config import Speech2TextConfig
 from s2t_jax.models.layers import DTYPES
 from s2t_jax.models.model import Speech2Text
+from s2t_jax.models.params import as_variables
 from s2t_jax.training import losses, optim
 
 
@@ -33,15 +35,7 @@ def model_config_from(config, vocab_size: int) -> Speech2TextConfig:
             f"config.model.vocab_size={fields['vocab_size']} but the dictionary has "
             f"{vocab_size} entries; set it to {vocab_size} or to -1"
         )
-    config = Speech2TextConfig(**fields)
-    if config.encoder_type != "transformer":
-        raise ValueError(
-            f"config.model.encoder_type={config.encoder_type!r}: training the Conformer is not "
-            "wired yet (its batch-norm statistics are not part of the train state); "
-            "fairseq Conformer checkpoints load for inspection (checkpoints.fairseq."
-            "load_fairseq_variables)"
-        )
-    return config
+    return Speech2TextConfig(**fields)
 
 
 # Task fields the training config holds under the same names.
@@ -106,16 +100,31 @@ def specaugment_policy(config, data: DataConfig, subset: str) -> SpecAugmentPoli
     return POLICIES[choice]
 
 
-def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
-    """Summed criterion over a padded batch (see losses.py); `train` turns on dropout + SpecAug."""
+def loss_sums(task: Task, params, batch, rng, train: bool, batch_stats=None) -> dict:
+    """Summed criterion over a padded batch (see losses.py); `train` turns on dropout + SpecAug.
+
+    `batch_stats` are a Conformer's batch-norm running statistics (None for a model without
+    batch norm). In training they are updated from the batch: use `loss_sums_and_stats` to get
+    the new ones; here they are dropped.
+    """
+    return loss_sums_and_stats(task, params, batch, rng, train, batch_stats)[0]
+
+
+def loss_sums_and_stats(task: Task, params, batch, rng, train: bool, batch_stats=None):
+    """-> (summed criterion, batch_stats after this batch). Batch norm normalises with the
+    batch's statistics and moves the running ones when `train` (torch's BatchNorm in train
+    mode), and uses the running ones otherwise; without batch norm the stats stay None."""
     cfg = task.model_config
     module = task.module
     feats, mask = batch["features"], batch["attention_mask"]  # [B, T, F], [B, T]
     k_spec, k_enc, k_dec = jax.random.split(rng, 3)
     if train and task.specaugment is not None:
         feats = spec_augment(feats, mask.sum(-1), k_spec, task.specaugment)
-    variables = {"params": params["model"]}
-    enc, enc_mask = module.apply(
+    variables = dict(as_variables(params["model"]))  # eval passes {"params", "batch_stats"}
+    if batch_stats is not None:
+        variables["batch_stats"] = batch_stats
+    encode = functools.partial(
+        module.apply,
         variables,
         feats.astype(DTYPES[cfg.dtype]),
         mask,
@@ -123,6 +132,11 @@ def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
         method=Speech2Text.encode,
         rngs={"dropout": k_enc},
     )
+    if train and batch_stats is not None:
+        (enc, enc_mask), mutated = encode(mutable=["batch_stats"])
+        batch_stats = mutated["batch_stats"]
+    else:
+        enc, enc_mask = encode()
     enc = task.constrain(enc)  # [B, S, D]
     logits = module.apply(
         variables,
@@ -156,4 +170,4 @@ def loss_sums(task: Task, params, batch, rng, train: bool) -> dict:
         )
         sums["ctc_loss"] = ctc
         sums["loss"] = sums["loss"] + task.ctc_weight * ctc
-    return sums
+    return sums, batch_stats

@@ -6,6 +6,9 @@ The state is a plain dict pytree, so Orbax saves it as is and shardings are one 
                ctc_weight > 0: released checkpoints never see the CTC head)
     opt_state  optax state of clip + Adam
     accum      {"grads", "ntokens", "micro"}   only when update_freq > 1
+    batch_stats  the Conformer's batch-norm running statistics   only for a model with batch
+               norm: not trained by the optimiser, moved by every finite micro-batch (torch's
+               train-mode BatchNorm), saved and restored with the rest of the state
 The run's base rng is not in the state; `train_step(state, batch, rng)` folds the update count
 (and the micro-batch index) into it, so every step's randomness (dropout, SpecAugment) is a
 function of (seed, step) and a resumed run draws exactly what the uninterrupted one would.
@@ -28,9 +31,9 @@ import optax
 from jax import lax
 
 from s2t_jax.models.layers import DTYPES, dense_init
-from s2t_jax.models.params import init_params
+from s2t_jax.models.params import fresh_batch_stats, init_params
 from s2t_jax.training import optim
-from s2t_jax.training.task import Task, loss_sums
+from s2t_jax.training.task import Task, loss_sums, loss_sums_and_stats
 
 
 def use_unrolled_threefry_on_cpu() -> bool:
@@ -72,6 +75,9 @@ def init_state(task: Task, rng) -> dict:
             "bias": jnp.zeros((cfg.vocab_size,), dtype),
         }
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": task.tx.init(params)}
+    stats = fresh_batch_stats(cfg)
+    if stats is not None:
+        state["batch_stats"] = stats
     if task.update_freq > 1:
         state["accum"] = {
             "grads": jax.tree.map(jnp.zeros_like, params),
@@ -128,11 +134,19 @@ def train_step(task: Task, state, batch, rng):
     key = jax.random.fold_in(jax.random.fold_in(rng, step), micro)
 
     def loss_fn(params):
-        sums = loss_sums(task, params, batch, key, train=True)
-        return sums["loss"], sums
+        sums, stats = loss_sums_and_stats(
+            task, params, batch, key, train=True, batch_stats=state.get("batch_stats")
+        )
+        return sums["loss"], (sums, stats)
 
-    grad_sums, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    grad_sums, (sums, stats) = jax.grad(loss_fn, has_aux=True)(state["params"])
     loss_finite = jnp.isfinite(sums["loss"])
+    if stats is not None:  # a non-finite batch must not move the running statistics either
+        old = state["batch_stats"]
+        state = {
+            **state,
+            "batch_stats": jax.tree.map(lambda n, o: jnp.where(loss_finite, n, o), stats, old),
+        }
     # A non-finite loss with finite gradients (e.g. an underflowed probability) must not
     # update either: poison the gradients so the norm check below sees it.
     grad_sums = jax.tree.map(lambda g: jnp.where(loss_finite, g, jnp.nan), grad_sums)
@@ -165,6 +179,16 @@ def train_step(task: Task, state, batch, rng):
     return state, metrics
 
 
+def eval_params(state):
+    """What evaluation reads of a state (or of its sharding tree, which has the same layout):
+    `params`, with a batch-norm model's "model" entry as its Flax variables {"params",
+    "batch_stats"} so the running statistics go wherever the weights go (loss, generate)."""
+    if "batch_stats" not in state:
+        return state["params"]
+    model = {"params": state["params"]["model"], "batch_stats": state["batch_stats"]}
+    return {**state["params"], "model": model}
+
+
 def eval_step(task: Task, params, batch):
-    """Loss sums without dropout or SpecAugment."""
+    """Loss sums without dropout or SpecAugment; `params` as `eval_params` gives them."""
     return loss_sums(task, params, batch, jax.random.key(0), train=False)

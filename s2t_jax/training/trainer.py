@@ -171,10 +171,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     else:
         state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(seed))
         if config.load_pretrained_encoder_from:
-            params = load_pretrained_encoder(
-                config.load_pretrained_encoder_from, jax.device_get(state["params"])
+            params, stats = load_pretrained_encoder(
+                config.load_pretrained_encoder_from,
+                jax.device_get(state["params"]),
+                jax.device_get(state.get("batch_stats")),
             )
             state = {**state, "params": jax.device_put(params, state_sharding["params"])}
+            if stats is not None:
+                state["batch_stats"] = jax.device_put(stats, state_sharding["batch_stats"])
     held = sharding.bytes_per_device(state)
     logging.info("train state: %.1f MiB per device", max(held.values()) / 2**20)
     rng = jax.random.key(seed)
@@ -194,7 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )
     eval_step = jax.jit(
         functools.partial(train_state.eval_step, task),
-        in_shardings=(state_sharding["params"], data_sharding),
+        in_shardings=(train_state.eval_params(state_sharding), data_sharding),
         out_shardings=replicated,
     )
     compiled = {}
@@ -221,11 +225,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     evals = None
     if valid_loader is not None:
         evals = Evals(
-            config, valid_loader, put, eval_step, model_config, data, data_sharding, state_sharding
+            config,
+            valid_loader,
+            put,
+            eval_step,
+            model_config,
+            data,
+            data_sharding,
+            train_state.eval_params(state_sharding),
         )
 
     def run_evals(step):
-        return None if evals is None else evals(step, state["params"], writer)
+        return None if evals is None else evals(step, train_state.eval_params(state), writer)
 
     # --- Loop ------------------------------------------------------------------------------------
     writer = MetricWriter(workdir, enabled=is_main)

@@ -24,6 +24,9 @@ VARIANTS = (
     + [(mustc, "joint_asr"), (mustc, "multi_st"), (mustc, "st,lang=fr,runlocal")]
     + [(covost, f"st,pair={pair}") for pair in covost.PAIRS]
     + [(covost, "asr"), (debug, None), (debug, "runlocal")]
+    + [(covost, f"asr,encoder=conformer,pos={pos}") for pos in common.POS_ENC_TYPES]
+    + [(covost, "st,pair=de_en,encoder=conformer,pos=rel_pos")]
+    + [(librispeech, "small,encoder=conformer,pos=rel_pos,runlocal")]
 )
 
 
@@ -78,6 +81,18 @@ def test_recipe_hyperparameters():
     assert covost.get_config("asr").model.dropout == 0.15
 
 
+@pytest.mark.parametrize("pos,millions", [("abs", 42.1), ("rope", 42.1), ("rel_pos", 42.9)])
+def test_covost_conformer_counts_match_fairseqs_table(pos, millions):
+    """fairseq's CoVoST 2 table: s2t_conformer En ASR has 42.1M (abs, rope) / 42.9M (rel_pos)
+    parameters with its character vocabulary (32 entries stand in for it here)."""
+    config = covost.get_config(f"asr,encoder=conformer,pos={pos}")
+    model = model_config_from(config, 32)
+    assert (model.encoder_type, model.pos_enc_type) == ("conformer", pos)
+    assert (model.encoder_layers, model.depthwise_conv_kernel_size) == (12, 31)
+    assert round(count(model) / 1e6, 1) == millions
+    assert (config.lr, config.max_update, config.model.dropout) == (2e-3, 60000, 0.15)
+
+
 def test_config_arguments_are_checked():
     with pytest.raises(ValueError):
         librispeech.get_config("huge")
@@ -85,3 +100,9 @@ def test_config_arguments_are_checked():
         mustc.get_config("st,lang=xx")
     with pytest.raises(ValueError):
         common.parse_arg("nope=1", variant="small")
+    with pytest.raises(ValueError, match="pos='xpos'"):
+        covost.get_config("asr,encoder=conformer,pos=xpos")
+    with pytest.raises(ValueError, match="d_model 256"):
+        librispeech.get_config("medium,encoder=conformer")
+    with pytest.raises(ValueError, match="encoder='lstm'"):
+        librispeech.get_config("small,encoder=lstm")

@@ -84,12 +84,12 @@ def test_logs_checkpoints_and_export(run):
     ckpt = orbax_io.TrainCheckpointer(os.path.join(workdir, "checkpoints"))
     assert ckpt.all_steps() == [100, 200]
     ckpt.close()
-    config, params, step = load_train_checkpoint(workdir)
-    assert step == STEPS
+    config, params, _, stats, step = load_train_checkpoint(workdir)
+    assert step == STEPS and stats is None  # no batch norm in a Transformer
     assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, abstract_params(config))
-    _, p100, _ = load_train_checkpoint(workdir, 100)
-    _, mean, used = average_checkpoints(workdir, num=2)
-    assert used == [100, 200]
+    p100 = load_train_checkpoint(workdir, 100).params
+    _, mean, mean_stats, used = average_checkpoints(workdir, num=2)
+    assert used == [100, 200] and mean_stats is None
     jax.tree.map(
         lambda m, a, b: np.testing.assert_allclose(m, (a + b) / 2, rtol=1e-6), mean, p100, params
     )
@@ -169,7 +169,7 @@ def test_ctc_head_lives_outside_the_model_params():
 def test_export_round_trip(run, tmp_path):
     """A training checkpoint becomes a model directory that from_pretrained reads back."""
     _, workdir, _ = run
-    config, params, _ = load_train_checkpoint(workdir)
+    config, params = load_train_checkpoint(workdir)[:2]
     Speech2TextForConditionalGeneration(config, params).save_pretrained(tmp_path / "m")
     model = Speech2TextForConditionalGeneration.from_pretrained(tmp_path / "m")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), params)
@@ -179,12 +179,13 @@ def test_load_pretrained_encoder_from_workdir_and_model_dir(run, tmp_path):
     from s2t_jax.training.pretrained import load_pretrained_encoder
 
     _, workdir, _ = run
-    config, trained, _ = load_train_checkpoint(workdir)
+    config, trained = load_train_checkpoint(workdir)[:2]
     Speech2TextForConditionalGeneration(config, trained).save_pretrained(tmp_path / "m")
     _, task = make_task(vocab_size=config.vocab_size)
     fresh = jax.device_get(train_state.init_state(task, jax.random.key(7))["params"])
     for source in (workdir, str(tmp_path / "m")):
-        loaded = load_pretrained_encoder(source, fresh)
+        loaded, stats = load_pretrained_encoder(source, fresh)
+        assert stats is None
         jax.tree.map(np.testing.assert_array_equal, loaded["model"]["encoder"], trained["encoder"])
         jax.tree.map(np.testing.assert_array_equal, loaded["model"]["decoder"],
                      fresh["model"]["decoder"])  # fmt: skip
