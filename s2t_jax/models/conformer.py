@@ -170,6 +170,38 @@ class MaskedBatchNorm(nn.Module):
         return (y * scale + bias).astype(x.dtype)  # [batch, frames, channels]
 
 
+class DepthwiseConv(nn.Module):
+    """torch's Conv1d(d, d, k, groups=d, padding=(k - 1) // 2, bias=False) over channels-last
+    [batch, frames, d], as k shifted, per-channel scaled copies of the input summed in a scan.
+
+    Why not nn.Conv(feature_group_count=d): XLA's CPU backend runs a grouped convolution and
+    its gradient ~8x slower than this scan (16 vs 134 ms for the demo's [16, 120, 144], k 15,
+    forward + backward); unrolling the k taps instead is faster too but multiplies compile time
+    by 10. The kernel keeps nn.Conv's [k, 1, d] layout, so checkpoints are the same either way.
+    """
+
+    config: object
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        dtype, param_dtype = dtypes(self.config)
+        k, frames = self.kernel_size, x.shape[1]
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (k, 1, x.shape[-1]), param_dtype
+        )
+        taps = jnp.asarray(kernel)[:, 0].astype(jnp.float32)  # [k, d]
+        left = (k - 1) // 2
+        padded = jnp.pad(x.astype(jnp.float32), ((0, 0), (left, k - 1 - left), (0, 0)))
+
+        def tap(acc, i):  # acc [batch, frames, d] += the input shifted by i, times tap i
+            window = jax.lax.dynamic_slice_in_dim(padded, i, frames, axis=1)
+            return acc + window * taps[i], None
+
+        out, _ = jax.lax.scan(tap, jnp.zeros(x.shape, jnp.float32), jnp.arange(k))
+        return out.astype(dtype)  # [batch, frames, d]
+
+
 class ConvolutionModule(nn.Module):
     """layer norm -> pointwise conv + GLU -> depthwise conv -> batch norm -> swish -> pointwise
     conv -> dropout; the convolutions have no bias, as in fairseq."""
@@ -183,13 +215,7 @@ class ConvolutionModule(nn.Module):
         conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype, param_dtype=param_dtype)
         self.layer_norm = layer_norm(cfg, "layer_norm")
         self.pointwise_conv1 = conv(2 * d, kernel_size=(1,), name="pointwise_conv1")
-        self.depthwise_conv = conv(
-            d,
-            kernel_size=(k,),
-            padding=[((k - 1) // 2, (k - 1) // 2)],
-            feature_group_count=d,
-            name="depthwise_conv",
-        )
+        self.depthwise_conv = DepthwiseConv(cfg, k, name="depthwise_conv")
         self.batch_norm = MaskedBatchNorm(cfg, name="batch_norm")
         self.pointwise_conv2 = conv(d, kernel_size=(1,), name="pointwise_conv2")
         self.dropout = nn.Dropout(cfg.dropout)
