@@ -12,6 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from s2t_jax.decoding.buckets import DEFAULT_BUCKETS
+from s2t_jax.decoding.transcribe import SEGMENTERS  # numpy only: JAX is not started here
 from s2t_jax.parallel import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,7 +32,12 @@ flags.DEFINE_bool("wer_lowercase", False, "Lower-case before WER.")
 flags.DEFINE_bool("wer_remove_punctuation", False, "Drop punctuation tokens before WER.")
 flags.DEFINE_bool("wer_char_level", False, "Character error rate instead of WER.")
 flags.DEFINE_bool("char_bleu", False, "Character-level BLEU (zh, ja).")
-flags.DEFINE_string("tgt_lang", None, "Force this target language (multilingual models).")
+flags.DEFINE_string(
+    "tgt_lang",
+    None,
+    "Force this target language for every row (multilingual models); default: each row's "
+    "tgt_lang column, mixed languages decoded together.",
+)
 flags.DEFINE_integer("num_devices", 0, "Devices to shard over; 0: all.")
 flags.DEFINE_integer(
     "cpu_devices", 0, "On a CPU host, make this many XLA devices (one per core: -1); 0: JAX's."
@@ -55,10 +61,12 @@ flags.DEFINE_integer("ctc_beam", 10, "N-best size of the CTC prefix beam search 
 flags.DEFINE_bool(
     "long_form",
     False,
-    "The manifest lists whole recordings: segment, decode and score each whole "
-    "(needs processor files with the checkpoint; see s2t_jax/evaluation/long_form.py).",
+    "The manifest lists whole recordings: segment, decode and score each whole; for ST with "
+    "a <manifest stem>_segments.json of reference segments, also BLEU after re-segmentation "
+    "and on the gold segments (needs processor files with the checkpoint; see "
+    "docs/evaluation.md).",
 )
-flags.DEFINE_enum("segmenter", "pause", ["pause", "fixed"], "Long-form segmentation.")
+flags.DEFINE_enum("segmenter", "pause", list(SEGMENTERS), "Long-form segmentation.")
 flags.DEFINE_float("window_seconds", None, "Longest long-form segment (default: encoder reach).")
 flags.DEFINE_bool(
     "strict", False, "A bad manifest row or unreadable audio ends the run (default: skip it)."
@@ -88,7 +96,7 @@ def main(argv):
         data_config = sources.data_config_path(_CONFIG.value)
     stem = os.path.splitext(os.path.basename(FLAGS.manifest))[0]
     if FLAGS.long_form:
-        _long_form(FLAGS.output_dir or os.path.join("eval", stem))
+        _long_form(FLAGS.output_dir or os.path.join("eval", stem), data_config)
         return
     results = evaluate.evaluate(
         FLAGS.checkpoint,
@@ -123,27 +131,25 @@ def main(argv):
         print(outputs.summary_line(results))
 
 
-def _long_form(output_dir):
+def _long_form(output_dir, data_config):
     import json
 
     from s2t_jax.evaluation.checkpoint import load_checkpoint
     from s2t_jax.evaluation.long_form import evaluate_long_form
     from s2t_jax.evaluation.metrics import TextNormalizer
-    from s2t_jax.frontend.processor import Speech2TextProcessor
+    from s2t_jax.evaluation.sources import long_form_processor
 
     loaded = load_checkpoint(FLAGS.checkpoint, FLAGS.dtype)
-    source = getattr(loaded.model, "source_dir", None)
-    if not source:
-        raise app.UsageError(
-            "--long_form needs a model directory with processor files (export a training run "
-            "with convert_checkpoint.py first)"
-        )
+    try:
+        processor = long_form_processor(loaded, data_config)
+    except FileNotFoundError as e:
+        raise app.UsageError(str(e)) from e
     kwargs = {k: getattr(FLAGS, k) for k in ("num_beams", "max_length") if getattr(FLAGS, k)}
     if FLAGS.ctc_weight:
         kwargs["ctc_weight"] = FLAGS.ctc_weight
     results = evaluate_long_form(
         loaded.model,
-        Speech2TextProcessor.from_pretrained(source),
+        processor,
         FLAGS.manifest,
         output_dir,
         segmenter=FLAGS.segmenter,
@@ -156,9 +162,12 @@ def _long_form(output_dir):
             FLAGS.wer_char_level,
         ),
         task=FLAGS.task,
+        tgt_lang=FLAGS.tgt_lang,
+        char_bleu=FLAGS.char_bleu,
         **kwargs,
     )
-    print(json.dumps({k: results[k] for k in ("metrics", "recordings", "word_times")}))
+    keys = ("metrics", "recordings", "resegmented", "gold_segmentation", "word_times")
+    print(json.dumps({k: results[k] for k in keys}))
 
 
 if __name__ == "__main__":

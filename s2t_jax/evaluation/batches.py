@@ -26,18 +26,18 @@ OK, BAD, DUMMY = 0, 1, 2  # row status within a batch
 
 
 def plan_batches(items: Sequence[Item], todo: Sequence[int], forced: dict, batch_size: int):
-    """[(forced BOS, [item index or -1] * batch_size)]: longest first, one forced language per
-    batch, the last batch of each language filled with -1 (dummy rows)."""
-    order = sorted(todo, key=lambda i: (str(forced.get(i)), -items[i].n_frames, i))
-    batches, current, key = [], [], object()
-    for i in order:
-        if forced.get(i) != key or len(current) == batch_size:
-            if current:
-                batches.append((key, current + [-1] * (batch_size - len(current))))
-            current, key = [], forced.get(i)
-        current.append(i)
-    if current:
-        batches.append((key, current + [-1] * (batch_size - len(current))))
+    """[(forced BOS int32 [batch_size], [item index or -1] * batch_size)]: longest first, the
+    last batch filled with -1 (dummy rows, forced BOS -1).
+
+    Target languages mix within a batch: the forced first token is a per-row input of the
+    search, so grouping by language would only add part-filled batches (one per language)."""
+    order = sorted(todo, key=lambda i: (-items[i].n_frames, i))
+    batches = []
+    for first in range(0, len(order), batch_size):
+        rows = order[first : first + batch_size]
+        rows = rows + [-1] * (batch_size - len(rows))
+        bos = [-1 if i < 0 or forced.get(i) is None else forced[i] for i in rows]
+        batches.append((np.asarray(bos, np.int32), rows))
     return batches
 
 
@@ -71,7 +71,8 @@ def decode_reason(raw: np.ndarray) -> str:
 
 
 def decode_batch(generator: ShardedGenerator, loaded_rows, num_mel_bins: int, buckets, bos):
-    """This process's loaded rows -> (ids, status, seconds, reasons) of the whole global batch.
+    """This process's loaded rows and their forced BOS ([local rows] int32, -1 = none) ->
+    (ids, status, seconds, reasons) of the whole global batch.
 
     Every process pads to the same bucket: the largest over processes (one small all-gather),
     so the global batch has one shape. Bad and dummy rows carry one zero frame, which keeps

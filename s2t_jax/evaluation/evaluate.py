@@ -12,6 +12,10 @@ devices of all processes (`ShardedGenerator`), and writes hypotheses.tsv and res
   outputs.py              the output files, appended and fsynced as batches finish;
   metrics.py              WER, BLEU, chrF.
 
+Multilingual models: each utterance's own target-language tag (its tgt_lang, or `tgt_lang` for
+all) is forced as the first token. The tag is a per-row input of the search, so batches mix
+languages and one compile per input shape serves all of them (results.json: `compiles`).
+
 Resume: rerunning with the same output_dir reads the ids already in hypotheses.tsv (a torn last
 line is cut off) and decodes only the others; metrics are computed over all rows. A run.json
 fingerprint (checkpoint, manifest hash, generation settings, tokenizer source) refuses to mix
@@ -236,7 +240,7 @@ class Run:
                 if k + 1 < len(batches):
                     pending = load(k + 1)
                 ids, status, seconds, reasons = decode_batch(
-                    generator, loaded_rows, self.frontend.num_mel_bins, buckets, bos
+                    generator, loaded_rows, self.frontend.num_mel_bins, buckets, bos[local]
                 )
                 out = self._collect(rows, ids, status, seconds, reasons)
                 if writer is not None:
@@ -325,6 +329,8 @@ class Run:
                 "utterances_per_s": self.decoded / decode_seconds if decode_seconds else None,
             },
             "compiled_shapes": [list(s) for s in gen.shapes] if gen else [],
+            # Ahead-of-time compiles of the search: one per shape, for every target language.
+            "compiles": getattr(gen, "compile_count", None) if gen else 0,
             "devices": {
                 "count": gen.num_devices if gen else 0,
                 "processes": jax.process_count(),

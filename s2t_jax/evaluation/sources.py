@@ -105,6 +105,31 @@ def data_config_path(train_config) -> str:
     return os.path.join(train_config.data.root, train_config.data.config_yaml)
 
 
+def long_form_processor(loaded: LoadedCheckpoint, data_config: str | None = None):
+    """The Speech2TextProcessor that `--long_form` decodes with (transcribe's tokenizer and
+    feature extractor): the model dir's processor files, else ones written (to a temporary
+    dir, read back at once) from `data_config` or a training workdir's recorded data config, as an export would
+    write them, so an averaged checkpoint or a workdir can be evaluated on whole recordings."""
+    import tempfile
+
+    from s2t_jax.checkpoints.export import write_processor_files
+    from s2t_jax.frontend.processor import Speech2TextProcessor
+
+    model_dir = getattr(loaded.model, "source_dir", None)
+    if _has_processor_files(model_dir) and not data_config:
+        return Speech2TextProcessor.from_pretrained(model_dir)
+    path = data_config or (recorded_data_config(loaded.workdir) if loaded.workdir else None)
+    if not path:
+        raise FileNotFoundError(
+            f"--long_form: {model_dir or 'the checkpoint'} has no processor files and no data "
+            "config was given: pass --data_config (a fairseq config.yaml), or export the run "
+            "with convert_checkpoint.py"
+        )
+    with tempfile.TemporaryDirectory(prefix="s2t_processor_") as out:
+        write_processor_files(_load_data_config(path), out)
+        return Speech2TextProcessor.from_pretrained(out)  # read into memory here
+
+
 def choose_frontend(
     loaded: LoadedCheckpoint, manifest: str, data_config: str | None = None
 ) -> Frontend:

@@ -232,3 +232,35 @@ def test_resume_after_a_kill_and_after_a_deleted_output_is_byte_identical(
     prep(killed)
     assert len(calls) == 1 and calls[0].endswith("ted_2.wav")
     assert tree_bytes(os.path.join(killed, "en-de")) == want
+
+
+def test_talk_manifests_for_long_form_evaluation(corpus, tmp_path):
+    """--talks: one row per talk wav, and its reference segments (fairseq's ids, the yaml's
+    times, the text side of the task) in the sidecar that eval.py --long_form reads."""
+    root = str(tmp_path / "mustc")
+    shutil.copytree(corpus[0], root)
+    expect = corpus[1]
+    mustc.main(["--data-root", root, "--task", "asr", "--langs", "de", "--talks"])
+    assert not os.path.exists(os.path.join(root, "en-de", "train_talks_asr.tsv"))  # dev only
+    paths = mustc.write_talk_manifests(root, "de", "asr", splits=("train", "dev"))
+    out = os.path.join(root, "en-de")
+    assert paths == [os.path.join(out, f"{s}_talks_asr.tsv") for s in ("train", "dev")]
+    rows = read_manifest(paths[0])
+    assert [r.id for r in rows] == ["ted_1", "ted_2"]
+    with open(paths[0][: -len(".tsv")] + "_segments.json", encoding="utf-8") as f:
+        sidecar = json.load(f)
+    for row in rows:
+        wave, rate = soundfile.read(os.path.join(out, row.audio))
+        assert rate == RATE and row.n_frames == int(len(wave) / RATE / 0.01)
+        segs = sidecar[row.id]
+        assert [s["id"] for s in segs] == sorted(
+            (k for k in expect if k.startswith(row.id + "_")), key=lambda k: int(k.split("_")[-1])
+        )
+        for s in segs:
+            text, (start, end) = expect[s["id"]]
+            assert s["tgt_text"] == text
+            assert round(s["offset"] * RATE) == start and round(s["duration"] * RATE) == end - start
+        assert row.tgt_text == " ".join(s["tgt_text"] for s in segs)
+    st = mustc.write_talk_manifests(root, "de", "st", splits=("dev",))
+    (row,) = read_manifest(st[0])
+    assert (row.id, row.tgt_text, row.tgt_lang) == ("ted_3", "die sonne ist warm", "de")

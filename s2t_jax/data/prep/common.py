@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from s2t_jax.data.manifest import Utterance, zip_manifest
+from s2t_jax.data.manifest import Utterance, write_manifest, zip_manifest
 from s2t_jax.data.vocab import BOS, EOS, PAD, SPECIALS, UNK
 
 NUM_MEL_BINS = 80
@@ -216,6 +216,62 @@ def filter_rows(rows: list[Utterance], is_train: bool) -> tuple[list[Utterance],
         else:
             kept.append(r)
     return kept, dropped
+
+
+def write_split_manifests(
+    out_root: str,
+    task: str,
+    splits: Iterable[tuple[str, list[Utterance], dict[str, str]]],
+    seconds: dict[str, float],
+) -> tuple[dict, list[str]]:
+    """The recipes' manifest loop. For each (split, rows, bad ids with reasons), in order:
+    fairseq's length filter (train rows' text is taken for the vocabulary before it, as fairseq
+    does), `<out_root>/<split>_<task>.tsv`, and the split's summary (utterances, hours from
+    `seconds` per id, bad, filtered). -> ({split: summary}, the vocabulary's train text)."""
+    summaries, train_text = {}, []
+    for split, rows, bad in splits:
+        if split == "train":
+            train_text.extend(r.tgt_text for r in rows)
+        kept, dropped = filter_rows(rows, is_train=split.startswith("train"))
+        write_manifest(os.path.join(out_root, f"{split}_{task}.tsv"), kept)
+        summaries[split] = {
+            "utterances": len(kept),
+            "hours": sum(seconds[r.id] for r in kept) / 3600,
+            "bad": bad,
+            "filtered": dropped,
+        }
+    return summaries, train_text
+
+
+def finish_prep(
+    out_root: str,
+    task: str,
+    summary: dict,
+    train_text: list[str],
+    vocab_type: str,
+    vocab_size: int,
+    spm_threads: int,
+    feature_dir: str,
+    keep_features: bool,
+    **config_yaml,
+) -> None:
+    """What every recipe does after its manifests: the sentencepiece vocabulary on the train
+    text, `config_<task>.yaml` (`config_yaml`: write_config_yaml's options), the summary, and
+    the per-utterance features removed unless `keep_features`."""
+    import shutil
+
+    if not train_text:
+        raise ValueError(
+            f"{out_root}: no readable train utterance: the vocabulary is trained on train"
+        )
+    prefix = spm_prefix(vocab_type, vocab_size, task)
+    train_sentencepiece(
+        train_text, os.path.join(out_root, prefix), vocab_type, vocab_size, None, spm_threads
+    )
+    write_config_yaml(out_root, f"config_{task}.yaml", prefix + ".model", **config_yaml)
+    write_summary(os.path.join(out_root, f"summary_{task}.json"), summary)
+    if not keep_features:
+        shutil.rmtree(feature_dir)
 
 
 # ------------------------------------------------------------------------------ vocabulary

@@ -30,10 +30,9 @@ import argparse
 import csv
 import logging
 import os
-import shutil
 import tarfile
 
-from s2t_jax.data.manifest import Utterance, write_manifest
+from s2t_jax.data.manifest import Utterance
 from s2t_jax.data.prep import common
 
 log = logging.getLogger(__name__)
@@ -169,8 +168,8 @@ def prepare(
     locations = common.zip_locations(zip_path, root, absolute_paths)
 
     task = f"asr_{src_lang}" if tgt_lang is None else f"st_{src_lang}_{tgt_lang}"
-    summary = {"corpus": "covost2", "task": task, "splits": {}}
-    train_text = []
+    summary = {"corpus": "covost2", "task": task}
+    splits = []
     for split in SPLITS:
         rows, split_bad = [], {}
         for c in clips[split]:
@@ -187,28 +186,21 @@ def prepare(
                     speaker=c["client_id"],
                 )
             )
-        if split == "train":
-            train_text.extend(r.tgt_text for r in rows)  # before filtering, as fairseq
-        kept, dropped = common.filter_rows(rows, is_train=split == "train")
-        write_manifest(os.path.join(root, f"{split}_{task}.tsv"), kept)
-        summary["splits"][split] = {
-            "utterances": len(kept),
-            "hours": sum(seconds[r.id] for r in kept) / 3600,
-            "bad": split_bad,
-            "filtered": dropped,
-        }
-    if not train_text:
-        raise ValueError(f"{root}: no readable train clip: the vocabulary is trained on train")
-    prefix = common.spm_prefix(vocab_type, vocab_size, task)
-    common.train_sentencepiece(
-        train_text, os.path.join(root, prefix), vocab_type, vocab_size, None, spm_threads
+        splits.append((split, rows, split_bad))
+    summary["splits"], train_text = common.write_split_manifests(root, task, splits, seconds)
+    common.finish_prep(
+        root,
+        task,
+        summary,
+        train_text,
+        vocab_type,
+        vocab_size,
+        spm_threads,
+        feature_dir,
+        keep_features,
+        specaugment_policy="lb",
+        absolute=absolute_paths,
     )
-    common.write_config_yaml(
-        root, f"config_{task}.yaml", prefix + ".model", "lb", absolute=absolute_paths
-    )
-    common.write_summary(os.path.join(root, f"summary_{task}.json"), summary)
-    if not keep_features:
-        shutil.rmtree(feature_dir)
     return summary
 
 

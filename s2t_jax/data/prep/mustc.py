@@ -16,6 +16,12 @@ With --joint (after the per-language runs): one vocabulary and config_<task>.yam
 `<data_root>` over the languages' train text (`<lang:xx>` symbols and prepend_tgt_lang_tag for
 st, SpecAugment "ld"), and `<split>_<xx>_<task>.tsv` manifests there.
 
+With --talks (no features, no vocabulary): talk-level manifests for `eval.py --long_form`,
+`<split>_talks_<task>.tsv` in `en-<xx>/` (one row per talk: its wav, n_frames of the whole talk,
+tgt_text = the talk's reference segments joined, speaker, tgt_lang), each with
+`<split>_talks_<task>_segments.json` beside it: {talk: [{id, offset, duration, tgt_text}]}, the
+reference segments in seconds, which long-form ST re-aligns its hypotheses to.
+
 Segment ids are fairseq's: `<talk>_<i>`, i counting the talk's segments sorted by their offset
 *as written in the yaml* (fairseq loads it with yaml's BaseLoader, so "100.5" sorts before
 "16.6"); keeping that order keeps the ids of fairseq-made manifests.
@@ -32,7 +38,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import shutil
 
 import numpy as np
 import yaml
@@ -160,10 +165,10 @@ def prepare_language(
 ) -> dict:
     """One language pair: features, manifests, vocabulary, config; -> the summary."""
     out_root = os.path.abspath(os.path.join(data_root, f"en-{lang}"))
-    splits = [s for s in SPLITS if os.path.isdir(os.path.join(out_root, "data", s))]
-    if "train" not in splits:
+    splits_present = [s for s in SPLITS if os.path.isdir(os.path.join(out_root, "data", s))]
+    if "train" not in splits_present:
         raise FileNotFoundError(f"{out_root}/data/train: the vocabulary is trained on train")
-    talks = {s: read_segments(data_root, lang, s) for s in splits}
+    talks = {s: read_segments(data_root, lang, s) for s in splits_present}
     feature_dir = os.path.join(out_root, "fbank80")
     units = [
         common.Unit(
@@ -171,7 +176,7 @@ def prepare_language(
             feature_dir=feature_dir,
             items=tuple((s.id, (s.wav, s.offset, s.frames)) for s in talk),
         )
-        for split in splits
+        for split in splits_present
         for i, talk in enumerate(talks[split])
     ]
     results = common.run_units(talk_features, units, num_workers, f"en-{lang} fbank")
@@ -179,7 +184,7 @@ def prepare_language(
     for r in results.values():
         frames.update(r["frames"])
         bad.update(r["bad"])
-    ordered = [seg for s in splits for talk in talks[s] for seg in talk if seg.id in frames]
+    ordered = [seg for s in splits_present for talk in talks[s] for seg in talk if seg.id in frames]
 
     gcmvn_name = None
     if cmvn_type == "global":
@@ -196,10 +201,11 @@ def prepare_language(
     )
     locations = common.zip_locations(zip_path, out_root, absolute_paths)
 
-    summary = {"corpus": "mustc", "lang": lang, "task": task, "splits": {}}
-    train_text = []
-    for split in splits:
+    summary = {"corpus": "mustc", "lang": lang, "task": task}
+    splits, seconds = [], {}
+    for split in splits_present:
         segs = [seg for talk in talks[split] for seg in talk]
+        seconds.update({seg.id: seg.frames / seg.sample_rate for seg in segs})
         rows = [
             Utterance(
                 id=seg.id,
@@ -211,34 +217,23 @@ def prepare_language(
             for seg in segs
             if seg.id in frames
         ]
-        if split == "train":
-            train_text.extend(r.tgt_text for r in rows)  # before filtering, as fairseq
-        kept, dropped = common.filter_rows(rows, is_train=split.startswith("train"))
-        write_manifest(os.path.join(out_root, f"{split}_{task}.tsv"), kept)
-        seconds = {seg.id: seg.frames / seg.sample_rate for seg in segs}
-        summary["splits"][split] = {
-            "utterances": len(kept),
-            "hours": sum(seconds[r.id] for r in kept) / 3600,
-            "bad": {seg.id: bad[seg.id] for seg in segs if seg.id in bad},
-            "filtered": dropped,
-        }
-
-    prefix = common.spm_prefix(vocab_type, vocab_size, task)
-    common.train_sentencepiece(
-        train_text, os.path.join(out_root, prefix), vocab_type, vocab_size, None, spm_threads
-    )
-    common.write_config_yaml(
+        splits.append((split, rows, {seg.id: bad[seg.id] for seg in segs if seg.id in bad}))
+    summary["splits"], train_text = common.write_split_manifests(out_root, task, splits, seconds)
+    common.finish_prep(
         out_root,
-        f"config_{task}.yaml",
-        prefix + ".model",
+        task,
+        summary,
+        train_text,
+        vocab_type,
+        vocab_size,
+        spm_threads,
+        feature_dir,
+        keep_features,
         specaugment_policy="lb",
         cmvn_type=cmvn_type,
         gcmvn_path=gcmvn_name,
         absolute=absolute_paths,
     )
-    common.write_summary(os.path.join(out_root, f"summary_{task}.json"), summary)
-    if not keep_features:
-        shutil.rmtree(feature_dir)
     return summary
 
 
@@ -293,6 +288,61 @@ def prepare_joint(
             write_manifest(os.path.join(root, f"{split}_{lang}_{task}.tsv"), rows)
 
 
+def write_talk_manifests(
+    data_root: str, lang: str, task: str, splits=("dev", "tst-COMMON", "tst-HE")
+) -> list[str]:
+    """Talk-level manifests (and their reference-segment sidecars) of `splits` that exist, for
+    `eval.py --long_form`; -> the manifest paths. Audio paths are relative to `en-<lang>/`."""
+    import json
+
+    import soundfile
+
+    from s2t_jax.frontend.fbank import HOP_SECONDS
+
+    out_root = os.path.abspath(os.path.join(data_root, f"en-{lang}"))
+    written = []
+    for split in splits:
+        if not os.path.isdir(os.path.join(out_root, "data", split)):
+            continue
+        rows, sidecar = [], {}
+        for talk in read_segments(data_root, lang, split):
+            wav = talk[0].wav
+            name = os.path.splitext(os.path.basename(wav))[0]
+            try:
+                seconds = soundfile.info(wav).duration
+            except (RuntimeError, OSError, soundfile.SoundFileError) as e:
+                log.warning("%s: unreadable wav %s (%s): talk skipped", split, wav, e)
+                continue
+            texts = [seg.src_text if task == "asr" else seg.tgt_text for seg in talk]
+            sidecar[name] = [
+                {
+                    "id": seg.id,
+                    "offset": seg.offset / seg.sample_rate,
+                    "duration": seg.frames / seg.sample_rate,
+                    "tgt_text": text,
+                }
+                for seg, text in zip(talk, texts)
+            ]
+            rows.append(
+                Utterance(
+                    id=name,
+                    audio=os.path.relpath(wav, out_root),
+                    n_frames=int(seconds / HOP_SECONDS),
+                    tgt_text=" ".join(" ".join(texts).split()),
+                    speaker=talk[0].speaker,
+                    src_lang="en",
+                    tgt_lang="en" if task == "asr" else lang,
+                )
+            )
+        path = os.path.join(out_root, f"{split}_talks_{task}.tsv")
+        write_manifest(path, rows)
+        with open(path[: -len(".tsv")] + "_segments.json", "w", encoding="utf-8") as f:
+            json.dump(sidecar, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+        written.append(path)
+    return written
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", "-d", required=True, help="folder holding en-<xx>/")
@@ -309,12 +359,19 @@ def main(argv=None):
     )
     parser.add_argument("--absolute-paths", action="store_true", help="as fairseq writes them")
     parser.add_argument("--keep-features", action="store_true", help="keep fbank80/ .npy files")
+    parser.add_argument(
+        "--talks",
+        action="store_true",
+        help="only write talk-level manifests of dev/tst-COMMON/tst-HE for eval.py --long_form",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     langs = [lang for lang in args.langs.split(",") if lang]
     unknown = [lang for lang in langs if lang not in LANGUAGES]
     if unknown:
         parser.error(f"--langs {unknown}: MuST-C has {list(LANGUAGES)}")
+    if args.talks and args.joint:
+        parser.error("--talks writes per-pair talk manifests: run it without --joint")
     if args.joint:
         prepare_joint(
             args.data_root,
@@ -330,6 +387,11 @@ def main(argv=None):
     for lang in langs:
         if not os.path.isdir(os.path.join(args.data_root, f"en-{lang}")):
             print(f"{args.data_root}/en-{lang} does not exist: skipped")
+            continue
+        if args.talks:
+            for path in write_talk_manifests(args.data_root, lang, args.task):
+                print(f"wrote {path}")
+            done += 1
             continue
         prepare_language(
             args.data_root,
