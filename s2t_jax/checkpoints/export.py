@@ -18,6 +18,22 @@ from s2t_jax.checkpoints.workdir import load_recorded_data_config, load_train_ch
 from s2t_jax.data.vocab import FairseqDictionary
 
 
+def language_tag_kwargs(vocab: dict) -> dict:
+    """Tokenizer arguments for a multilingual vocabulary's `<lang:xx>` tags: they become special
+    tokens (decode(skip_special_tokens=True) drops them, as it drops `</s>`), and a vocabulary
+    with MuST-C's eight tags gets transformers' `lang_codes="mustc"` (so `tgt_lang` and
+    `lang_code_to_id` work as with the released multilingual checkpoint)."""
+    from s2t_jax.frontend.tokenizer import LANGUAGES
+
+    tags = [t for t in vocab if t.startswith("<lang:") and t.endswith(">")]
+    if not tags:
+        return {}
+    langs = {t[len("<lang:") : -1] for t in tags}
+    if langs == set(LANGUAGES["mustc"]):
+        return {"lang_codes": "mustc"}
+    return {"additional_special_tokens": tags}
+
+
 def write_processor_files(data, out_dir: str, split: str = "test") -> None:
     """Tokenizer and feature-extractor files for a fairseq data config."""
     import shutil
@@ -34,7 +50,9 @@ def write_processor_files(data, out_dir: str, split: str = "test") -> None:
         json.dump(vocab, f, ensure_ascii=False, indent=0)
     spm_file = os.path.join(out_dir, "sentencepiece.bpe.model")
     shutil.copy2(data.spm_path, spm_file)
-    Speech2TextTokenizer(vocab_json, spm_file).save_pretrained(out_dir)
+    Speech2TextTokenizer(vocab_json, spm_file, **language_tag_kwargs(vocab)).save_pretrained(
+        out_dir
+    )
 
     feat = data.input_feat_per_channel
     kwargs = dict(feature_size=feat, num_mel_bins=feat, sampling_rate=data.sampling_rate)
