@@ -11,6 +11,7 @@ failed, 2 for bad arguments.
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -51,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lm", default=None, help="language model dir or fairseq .pt")
     parser.add_argument("--lm_weight", type=float, default=None, help="shallow-fusion weight")
     parser.add_argument("--length_bonus", type=float, default=None, help="per generated token")
+    parser.add_argument(
+        "--maxlenratio",
+        type=float,
+        default=None,
+        help="ESPnet's: at most max(1, int(R * T)) tokens per segment, T its encoder frames "
+        "after subsampling (0: T); a hypothesis reaching it ends with eos (attention decoder)",
+    )
+    parser.add_argument(
+        "--minlenratio",
+        type=float,
+        default=None,
+        help="ESPnet's: at least int(R * T) tokens per segment (attention decoder)",
+    )
     parser.add_argument("--output_dir", default=None, help="where srt / vtt files are written")
     parser.add_argument("--compilation_cache", default=None, help="persistent XLA cache dir")
     parser.add_argument(
@@ -70,6 +84,17 @@ def main(argv=None) -> int:
     if args.cpu_devices is not None and args.cpu_devices < 1:
         print("error: --cpu_devices must be >= 1", file=sys.stderr)
         return 2
+    for key in ("maxlenratio", "minlenratio"):
+        value = getattr(args, key)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            print(f"error: --{key} must be a number >= 0, got {value}", file=sys.stderr)
+            return 2
+        if value is not None and args.decoder != "attention":
+            print(
+                f"error: --{key} limits the attention search, not --decoder {args.decoder}",
+                file=sys.stderr,
+            )
+            return 2
     if args.format in ("srt", "vtt") and not args.output_dir:
         print(f"error: --format {args.format} writes files: give --output_dir", file=sys.stderr)
         return 2
@@ -102,7 +127,15 @@ def main(argv=None) -> int:
             return 2
         processor.tokenizer.tgt_lang = args.tgt_lang
         kwargs["forced_bos_token_id"] = codes[args.tgt_lang]
-    for key in ("num_beams", "max_length", "ctc_weight", "lm_weight", "length_bonus"):
+    for key in (
+        "num_beams",
+        "max_length",
+        "ctc_weight",
+        "lm_weight",
+        "length_bonus",
+        "maxlenratio",
+        "minlenratio",
+    ):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     if args.lm is not None:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from s2t_jax.decoding.greedy import run_segments, step_noise
+from s2t_jax.decoding.greedy import force_eos, run_segments, step_noise
 
 NEG = -1.0e9  # transformers' "very large negative" score
 
@@ -114,6 +114,7 @@ def beam_search(
     row_valid=None,
     vocab_size: int | None = None,
     rescore=None,
+    row_cap=None,
 ):
     """Beam search (or beam sampling, with `sample_keys`) over a cached decoder.
 
@@ -130,7 +131,9 @@ def beam_search(
     outputs: names among "scores", "logits" (needing vocab_size) and "beam_indices" to record.
     row_valid: [batch] bool, False for items that only pad the batch: they never keep the
     loop running. rescore(log_probs [batch*beams, vocab], cache, cur_len) -> (scores, cache):
-    other scorers after the processors (decoding/fusion.py).
+    other scorers after the processors (decoding/fusion.py). row_cap: i32 [batch], each item's
+    length cap (ESPnet's maxlenratio, processors.length_limits): its hypotheses that reach it
+    are ended with eos at no cost, after all scorers (greedy.force_eos); None: none.
 
     Returns (sequences [batch*num_return, max_length] int32 filled past their end,
     scores [batch*num_return] float32 (transformers' sequences_scores),
@@ -196,6 +199,8 @@ def beam_search(
             log_probs = process_scores(log_probs, flat_seqs, t)
         if rescore is not None:  # CTC prefix scores, an LM (decoding/fusion.py)
             log_probs, cache = rescore(log_probs, cache, t)
+        if row_cap is not None:  # ESPnet's maxlen: eos, free, once a row reaches its cap
+            log_probs = force_eos(log_probs, t, jnp.repeat(row_cap, beams), eos_token_id)
         records = dict(state.records)
         for name, value in (("scores", log_probs), ("logits", logits)):
             if name in records:

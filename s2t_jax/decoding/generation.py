@@ -188,6 +188,8 @@ def generate(
     lm=None,
     lm_weight: float | None = None,
     length_bonus: float | None = None,
+    maxlenratio: float | None = None,
+    minlenratio: float | None = None,
     return_scores: bool = False,
     return_dict_in_generate: bool = False,
     output_scores: bool = False,
@@ -230,6 +232,14 @@ def generate(
     hypothesis; `lm` (a language model directory or .pt, or (LMConfig, params) from
     checkpoints.lm.load_lm) is added with `lm_weight`; `length_bonus` is added per token.
     These run on one device, without length groups.
+
+    Length limits from the input, as ESPnet's beam search sets them (ours; runtime values, so
+    a new ratio does not recompile): each row's cap comes from its own valid encoder frames
+    T (after the subsampler). `maxlenratio` 0 allows T labels, r > 0 allows max(1, int(r *
+    T)); a hypothesis that reaches its row's cap is ended with eos, as ESPnet appends eos at
+    maxlen. max_length still bounds every row. `minlenratio` r bans eos until a hypothesis
+    holds int(r * T) labels (with min_length also applying). None (the default): no such
+    limit, the search is exactly transformers'.
 
     Returns ids [batch * num_return_sequences, longest] (numpy int32, decoder start token
     first, pad after eos); with return_scores=True, (ids, scores); with
@@ -279,6 +289,8 @@ def generate(
         settings, fusion = _fusion(
             model, settings, params, ctc_weight, ctc_pre_beam, lm, lm_weight, length_bonus
         )
+    if maxlenratio is not None or minlenratio is not None:
+        settings = dataclasses.replace(settings, maxlenratio=maxlenratio, minlenratio=minlenratio)
     settings.validate(cfg.vocab_size)
     features, mask = checked_inputs(
         input_features, attention_mask, cfg.input_feat_per_channel * cfg.input_channels

@@ -30,6 +30,22 @@ def step_noise(keys, step, shape):
     return jax.vmap(one)(keys)
 
 
+def force_eos(scores, cur_len, cap, eos_token_id: int):
+    """Ends every hypothesis of a row that has reached its cap: scores [rows, vocab] of the step
+    that writes token `cur_len`; cap i32 [rows] (processors.length_limits). Where cur_len + 1 >= cap
+    the row's only choice is eos, at score 0 (ESPnet appends it without scoring it). The
+    [rows, vocab] select runs only at steps where some row is at its cap (a scalar test
+    otherwise), so a search without caps pays nothing for them."""
+    hit = cur_len + 1 >= cap  # [rows]
+
+    def force(scores):
+        ids = jnp.arange(scores.shape[-1])  # [vocab]
+        forced = jnp.where(ids == eos_token_id, 0.0, -jnp.inf).astype(scores.dtype)  # [vocab]
+        return jnp.where(hit[:, None], forced[None, :], scores)
+
+    return lax.cond(jnp.any(hit), force, lambda scores: scores, scores)
+
+
 class GreedyState(NamedTuple):
     cur_len: jax.Array  # scalar int32: tokens in every sequence so far (the start token is 1)
     sequences: jax.Array  # [batch, max_length] int32, `pad` past cur_len
@@ -72,6 +88,7 @@ def greedy_search(
     row_valid=None,
     vocab_size: int | None = None,
     rescore=None,
+    row_cap=None,
 ):
     """Greedy search, or multinomial sampling with `sample_keys`.
 
@@ -84,7 +101,9 @@ def greedy_search(
     vocab_size). row_valid: [batch] bool, False for rows that only pad the batch: they start
     finished, so they never keep the loop running. rescore(log_probs [batch, vocab], cache,
     cur_len) -> (scores, cache): other scorers (CTC, an LM: decoding/fusion.py) after the
-    processors.
+    processors. row_cap: i32 [batch], each row's length cap (ESPnet's maxlenratio,
+    processors.length_limits): a row reaching it is ended with eos (`force_eos`), after all
+    scorers; None: none.
 
     Returns (sequences [batch, max_length] int32, lengths [batch] int32, scores [batch] f32),
     plus, with `outputs`, a dict of the recorded [max_length - 1, batch, vocab] buffers and
@@ -118,6 +137,8 @@ def greedy_search(
         scores = logits if process_scores is None else process_scores(logits, state.sequences, t)
         if rescore is not None:
             scores, cache = rescore(jax.nn.log_softmax(scores, axis=-1), cache, t)
+        if row_cap is not None:
+            scores = force_eos(scores, t, row_cap, eos_token_id)
         records = dict(state.records)
         for name, value in (("scores", scores), ("logits", logits)):
             if name in records:

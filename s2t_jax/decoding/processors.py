@@ -117,6 +117,9 @@ class SearchOptions(NamedTuple):
     # row's draws do not depend on its batch mates, devices or length groups; else a uint32
     # scalar placeholder.
     rng: jax.Array
+    # float32 scalars, ESPnet's length ratios (see `length_limits`); NaN: not set.
+    maxlenratio: jax.Array = np.float32(np.nan)
+    minlenratio: jax.Array = np.float32(np.nan)
 
 
 # The fields that may hold one value per row ([batch, ...]): split over devices with the rows.
@@ -137,7 +140,57 @@ def search_options(settings: GenerationSettings, conv_frames=None, rng=None) -> 
         top_p=np.float32(s.top_p),
         conv_frames=NO_EXTENT if conv_frames is None else np.int32(conv_frames),
         rng=np.uint32(0) if rng is None else rng,
+        maxlenratio=np.float32(np.nan if s.maxlenratio is None else s.maxlenratio),
+        minlenratio=np.float32(np.nan if s.minlenratio is None else s.minlenratio),
     )
+
+
+# No cap: a row length the search never reaches.
+NO_CAP = 2**30
+# int(ratio * length) as ESPnet computes it (float64 on the host), from float32 on the device:
+# the product is nudged up by this relative amount before the floor, so that 0.7 * 10 gives 7
+# as Python's int(0.7 * 10) does (float32 gives 6.9999998). Only a product that truly lies
+# within 2**-20 (relative) below an integer floors differently, which ratios of a few decimals
+# never give at encoder lengths below 2**20.
+_RATIO_NUDGE = 1.0 + 2.0**-20
+
+
+def length_limits(options: SearchOptions, enc_lengths, min_length, max_length: int):
+    """Per-row length limits from ESPnet's maxlenratio / minlenratio (espnet/nets/beam_search.py),
+    in the search's own units (tokens counting the decoder start token, as min_length and
+    max_length count them).
+
+    enc_lengths i32 [batch]: each row's valid encoder frames (after the subsampler), which is
+    what ESPnet's ratios multiply. ESPnet allows at most maxlen labels, maxlen =
+    enc_length if maxlenratio == 0 else max(1, int(maxlenratio * enc_length)), and appends eos
+    to every hypothesis still running after them; it keeps an ended hypothesis only if it has
+    at least minlen = int(minlenratio * enc_length) labels. Here:
+
+      cap i32 [batch]: min(max_length, maxlen + 2) (start, maxlen labels, eos): a hypothesis
+          that reaches cap - 1 tokens is ended with eos at no cost (greedy.force_eos). NO_CAP when
+          maxlenratio is not set, so the search ends at max_length as transformers' does.
+      min_rows i32 [batch]: max(min_length, minlen + 1): eos is banned while a hypothesis has
+          fewer tokens than this (transformers' min_length rule), i.e. until it holds minlen
+          labels. ESPnet drops an eos-ended hypothesis that is too short; banning eos keeps
+          the beam full instead, as transformers' min_length does.
+
+    Both ratios are traced values: a new ratio reuses the compiled search.
+    """
+    length = enc_lengths.astype(jnp.float32)  # [batch]
+    # Clipped before the int cast, so a huge ratio cannot wrap around.
+    scaled = jnp.floor(jnp.minimum(options.maxlenratio * length * _RATIO_NUDGE, NO_CAP))
+    scaled = scaled.astype(jnp.int32)
+    maxlen = jnp.where(options.maxlenratio == 0, enc_lengths, jnp.maximum(1, scaled))
+    cap = jnp.where(
+        jnp.isnan(options.maxlenratio), NO_CAP, jnp.minimum(max_length, maxlen + 2)
+    ).astype(jnp.int32)
+    minlen = jnp.floor(jnp.minimum(options.minlenratio * length * _RATIO_NUDGE, NO_CAP))
+    minlen = minlen.astype(jnp.int32)
+    min_rows = jnp.where(
+        jnp.isnan(options.minlenratio), min_length, jnp.maximum(min_length, minlen + 1)
+    )
+    min_rows = jnp.broadcast_to(min_rows, enc_lengths.shape).astype(jnp.int32)
+    return cap, min_rows
 
 
 def per_row(options: SearchOptions) -> tuple[bool, ...]:
@@ -178,7 +231,10 @@ def make_logits_processor(static: StaticSettings, options: SearchOptions):
         if s.bad_words_ids:
             scores = ban_bad_words(scores, sequences, cur_len, s.bad_words_ids)
         if s.eos_token_id is not None:
-            ban = (cur_len < options.min_length) & (ids == s.eos_token_id)
+            min_length = options.min_length  # a scalar, or [rows] (length_limits)
+            if min_length.ndim:
+                min_length = min_length[:, None]  # [rows, 1]
+            ban = (cur_len < min_length) & (ids == s.eos_token_id)
             scores = jnp.where(ban, -jnp.inf, scores)
         bos = options.forced_bos_token_id
         if bos.ndim:  # one forced token per row

@@ -11,8 +11,8 @@ Compilations: one per (padded input shape, static settings), where the static se
 num_beams, max_length, no_repeat_ngram_size, the special token ids, do_sample, top_k, whether
 top-p and the repetition penalty apply, the bad / suppressed token lists and what is recorded
 per step (`StaticSettings`). min_length, length_penalty, early_stopping, forced_bos_token_id,
-num_return_sequences, temperature, top_p, repetition_penalty and the PRNG keys are runtime
-values of the same compiled search.
+num_return_sequences, temperature, top_p, repetition_penalty, ESPnet's maxlenratio /
+minlenratio and the PRNG keys are runtime values of the same compiled search.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from s2t_jax.decoding.placement import ROWS, SAME, split_over
 from s2t_jax.decoding.processors import (
     PER_ROW_FIELDS,
     SearchOptions,
+    length_limits,
     make_logits_processor,
     per_row,
     row_keys,
@@ -95,6 +96,10 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
     if options.forced_bos_token_id.ndim and s.num_beams > 1:  # [batch] -> [batch * beams]
         bos = jnp.repeat(options.forced_bos_token_id, s.num_beams)
         options = options._replace(forced_bos_token_id=bos)
+    # ESPnet's maxlenratio / minlenratio, from each row's valid encoder frames (traced).
+    enc_lengths = jnp.sum(enc_mask, axis=1).astype(jnp.int32)  # [batch]
+    cap, min_rows = length_limits(options, enc_lengths, options.min_length, s.max_length)
+    options = options._replace(min_length=jnp.repeat(min_rows, s.num_beams))  # [batch * beams]
     process = make_logits_processor(s, options)
     if s.do_sample and options.rng.ndim != 2:
         raise ValueError("sampling needs SearchOptions.rng: [batch, 2] uint32 keys per row")
@@ -133,6 +138,7 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
         outputs=s.outputs,
         row_valid=jnp.any(enc_mask, axis=1),  # rows with no frame only pad the batch
         vocab_size=module.config.vocab_size,
+        row_cap=cap if s.eos_token_id is not None else None,
         **fused,
     )
     if s.num_beams == 1:
@@ -255,6 +261,9 @@ def encoder_for(config, mesh: Mesh | None = None):
     return COMPILED_ENCODERS[key]
 
 
+_OWN_SETTINGS = ("ctc_weight", "ctc_pre_beam", "length_bonus", "maxlenratio", "minlenratio")
+
+
 def make_generate_fn(
     config,
     settings: GenerationSettings | None = None,
@@ -279,7 +288,9 @@ def make_generate_fn(
     on it and the rows split over it.
     """
     if settings is None:
-        settings = resolve_settings(config, **overrides)
+        # Our own settings (not transformers' generation keys) are set after resolving.
+        ours = {k: overrides.pop(k) for k in _OWN_SETTINGS if k in overrides}
+        settings = dataclasses.replace(resolve_settings(config, **overrides), **ours)
     elif overrides:
         settings = dataclasses.replace(settings, **overrides)
     settings.validate(config.vocab_size)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from typing import Any
 
@@ -102,6 +103,10 @@ class GenerationSettings:
     lm_weight: float = 0.0
     length_bonus: float = 0.0
     lm_config: object = None
+    # ESPnet's length limits from each row's encoder length (runtime values, not compiles;
+    # see processors.length_limits). None: no such limit.
+    maxlenratio: float | None = None
+    minlenratio: float | None = None
 
     @property
     def fused(self) -> bool:
@@ -203,6 +208,18 @@ class GenerationSettings:
             errors.append(f"ctc_pre_beam={self.ctc_pre_beam} must be in [0, vocab_size]")
         if self.lm_weight and self.lm_config is None:
             errors.append(f"lm_weight={self.lm_weight} needs a language model (lm=)")
+        for name in ("maxlenratio", "minlenratio"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, numbers.Real)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            ):
+                errors.append(
+                    f"{name}={value!r} must be None or a finite number >= 0 (ESPnet's "
+                    "negative ratio, a fixed length, is max_new_tokens / min_new_tokens here)"
+                )
         if self.lm_config is not None and self.lm_config.vocab_size != vocab_size:
             errors.append(
                 f"the LM's vocabulary has {self.lm_config.vocab_size} entries, the model's "
