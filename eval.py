@@ -57,6 +57,15 @@ flags.DEFINE_float(
 flags.DEFINE_string("lm", None, "Language model (our LM dir or a fairseq transformer_lm .pt).")
 flags.DEFINE_float("lm_weight", 0.0, "Shallow-fusion weight of --lm.")
 flags.DEFINE_float("length_bonus", 0.0, "Added to the score of every generated token.")
+flags.DEFINE_float(
+    "maxlenratio",
+    None,
+    "ESPnet's: at most max(1, int(R * T)) tokens per utterance, T its encoder frames after "
+    "subsampling (0: T); a hypothesis reaching it ends with eos. Attention search only.",
+)
+flags.DEFINE_float(
+    "minlenratio", None, "ESPnet's: at least int(R * T) tokens per utterance. Attention only."
+)
 flags.DEFINE_integer("ctc_beam", 10, "N-best size of the CTC prefix beam search (rescoring).")
 flags.DEFINE_bool(
     "long_form",
@@ -118,6 +127,8 @@ def main(argv):
         dtype=FLAGS.dtype,
         overwrite=FLAGS.overwrite,
         strict=FLAGS.strict,
+        maxlenratio=FLAGS.maxlenratio,
+        minlenratio=FLAGS.minlenratio,
         decoder=DecoderChoice(
             FLAGS.decoder,
             FLAGS.ctc_weight,
@@ -144,9 +155,24 @@ def _long_form(output_dir, data_config):
         processor = long_form_processor(loaded, data_config)
     except FileNotFoundError as e:
         raise app.UsageError(str(e)) from e
+    if FLAGS.decoder != "attention":
+        raise app.UsageError(
+            f"--long_form decodes with the attention search (optionally --ctc_weight, --lm); "
+            f"--decoder {FLAGS.decoder} is not supported there"
+        )
+    if (FLAGS.lm is None) != (not FLAGS.lm_weight):
+        raise app.UsageError("--lm and --lm_weight go together (shallow fusion)")
     kwargs = {k: getattr(FLAGS, k) for k in ("num_beams", "max_length") if getattr(FLAGS, k)}
-    if FLAGS.ctc_weight:
-        kwargs["ctc_weight"] = FLAGS.ctc_weight
+    for key in ("ctc_weight", "lm_weight", "length_bonus"):
+        if getattr(FLAGS, key):
+            kwargs[key] = getattr(FLAGS, key)
+    for key in ("maxlenratio", "minlenratio"):
+        if getattr(FLAGS, key) is not None:
+            kwargs[key] = getattr(FLAGS, key)
+    if FLAGS.lm is not None:
+        from s2t_jax.checkpoints.lm import load_lm
+
+        kwargs["lm"] = load_lm(FLAGS.lm)
     results = evaluate_long_form(
         loaded.model,
         processor,

@@ -84,6 +84,8 @@ def evaluate(
     progress: bool = True,
     strict: bool = False,
     decoder: DecoderChoice | None = None,
+    maxlenratio: float | None = None,
+    minlenratio: float | None = None,
 ) -> dict:
     """Decodes `manifest` with `checkpoint` and scores it; returns results.json's content
     (on process 0; other processes return {}).
@@ -95,6 +97,8 @@ def evaluate(
     `strict`: a bad manifest row or unreadable audio file ends the run (default: reported and
     skipped). `decoder`: joint CTC/attention decoding, LM fusion, CTC greedy or attention
     rescoring (evaluation/decoders.py; one process); None: the sharded attention search.
+    `maxlenratio` / `minlenratio`: ESPnet's length limits from each utterance's encoder length
+    (attention search only; decoding/settings.py).
     """
     if task not in ("asr", "st"):
         raise ValueError(f"task={task!r}: expected 'asr' or 'st'")
@@ -113,7 +117,18 @@ def evaluate(
             f"{expected}"
         )
     settings = resolve_settings(loaded.model, num_beams=num_beams, max_length=max_length)
-    settings = dataclasses.replace(settings, num_return_sequences=1, forced_bos_token_id=None)
+    settings = dataclasses.replace(
+        settings,
+        num_return_sequences=1,
+        forced_bos_token_id=None,
+        maxlenratio=maxlenratio,
+        minlenratio=minlenratio,
+    )
+    ratios = maxlenratio is not None or minlenratio is not None
+    if ratios and decoder is not None and decoder.decoder != "attention":
+        raise ValueError(
+            f"maxlenratio / minlenratio limit the attention search, not decoder={decoder.decoder!r}"
+        )
     bad_rows = []
 
     def report(bad):

@@ -520,3 +520,32 @@ def test_ctc_decoders_and_joint_decoding(corpus, checkpoint, tmp_path):
             decoder=DecoderChoice("rescoring"),
             **RUN,
         )
+
+
+def test_maxlenratio_reaches_the_search(corpus, checkpoint, reference_run, tmp_path):
+    """Each hypothesis is generate(..., maxlenratio=) on its utterance's features, some are cut
+    short of the uncapped run's, and only the attention search takes the ratio."""
+    from s2t_jax.evaluation.decoders import DecoderChoice
+
+    loaded = load_checkpoint(checkpoint)
+    frontend = choose_frontend(loaded, corpus["manifest"])
+    out = tmp_path / "ratio"
+    ev.evaluate(checkpoint, corpus["manifest"], str(out), maxlenratio=0.1, **RUN)
+    with open(out / "run.json") as f:
+        assert json.load(f)["generation"]["maxlenratio"] == 0.1
+    uncapped = {r["id"]: r["hypothesis"] for r in _rows(reference_run[1])}
+    rows = _rows(out)
+    assert any(len(r["hypothesis"]) < len(uncapped[r["id"]]) for r in rows)
+    for row in rows[:3]:
+        audio = next(r[1] for r in corpus["rows"] if r[0] == row["id"])
+        x, _ = frontend.load(audio)
+        ids = loaded.model.generate(
+            x[None], np.ones((1, len(x)), np.int32), num_beams=RUN.get("num_beams", 1),
+            max_length=RUN.get("max_length"), maxlenratio=0.1,
+        )  # fmt: skip
+        assert row["hypothesis"] == frontend.decode(np.asarray(ids)[0])
+    with pytest.raises(ValueError, match="maxlenratio / minlenratio limit the attention search"):
+        ev.evaluate(
+            checkpoint, corpus["manifest"], str(tmp_path / "x"), maxlenratio=0.5,
+            decoder=DecoderChoice("ctc_greedy"), **RUN,
+        )  # fmt: skip
