@@ -60,13 +60,23 @@ def wrap_search(
     lm_weight: float = 0.0,
     length_bonus: float = 0.0,
     pre_beam: int = 0,
+    forced_bos=None,
 ):
     """-> (step_fn, cache, rescore, reorder_cache, grow_cache) for greedy_search / beam_search.
 
     step_fn runs the decoder (and the LM) and picks up the CTC state of the token the search
     chose; rescore(log_probs [N, V], cache, t) -> (scores [N, V], cache) combines the scores.
+
+    forced_bos: None, or the forced first token per hypothesis ([N] or a scalar, -1 = none),
+    a multilingual model's `<lang:xx>` tag. As in ESPnet, a forced tag is not a CTC label (the
+    CTC head is trained without it): the step that forces it keeps the processed scores as
+    they are, and CTC scoring starts after it from the empty prefix.
     """
     rows = enc.shape[0] * beams
+    if forced_bos is None:
+        forced = jnp.zeros((rows,), bool)
+    else:
+        forced = jnp.broadcast_to(jnp.asarray(forced_bos) >= 0, (rows,))  # [N]
     cache = {"dec": dec_cache}
     use_ctc = fusion.ctc is not None and ctc_weight > 0
     use_lm = lm_module is not None and fusion.lm is not None
@@ -112,9 +122,12 @@ def wrap_search(
             found = jnp.any(hit, axis=1) & (index > 0)
             picked_r = jnp.take_along_axis(cache["ctc_next_r"], k[:, None, None, None], 1)[:, 0]
             picked_psi = jnp.take_along_axis(cache["ctc_next_psi"], k[:, None], 1)[:, 0]
-            first = index == 0
+            # Before any label: the start token, and a forced tag after it.
+            first = (index == 0) | (forced & (index == 1))  # [N]
             new["ctc_r"] = jnp.where(
-                first, cache["ctc_init"], jnp.where(found[:, None, None], picked_r, ctc.NEG_INF)
+                first[:, None, None],
+                cache["ctc_init"],
+                jnp.where(found[:, None, None], picked_r, ctc.NEG_INF),
             )
             new["ctc_psi"] = jnp.where(first, 0.0, jnp.where(found, picked_psi, ctc.NEG_INF))
             new["ctc_last"] = tokens
@@ -133,7 +146,7 @@ def wrap_search(
         cand = cand.astype(jnp.int32)
         x, x_blank = ctc.candidate_log_probs(lp_vt, row_of, cand, blank)
         r_prev = jnp.moveaxis(cache["ctc_r"], 0, 2)  # [T, 2, N]
-        is_empty = jnp.broadcast_to(t == 1, (rows,))
+        is_empty = (t == 1) | (forced & (t == 2))  # [N]: no CTC label yet
         psi, r_next = ctc.prefix_score_step(
             x, x_blank, lengths, r_prev, cache["ctc_last"], cand, is_empty
         )
@@ -147,6 +160,7 @@ def wrap_search(
         joint = jnp.where(cand == blank, NEG, jnp.maximum(joint, NEG))
         out = jnp.full_like(scores, NEG)
         out = out.at[jnp.arange(rows)[:, None], cand].set(joint)
+        out = jnp.where((forced & (t == 1))[:, None], scores, out)  # the tag's step
         cache = dict(
             cache,
             ctc_next_r=jnp.moveaxis(r_next, (2, 3), (0, 1)),  # [N, K, T, 2]

@@ -124,6 +124,7 @@ def search_encoded(module: Speech2Text, static: StaticSettings, params, enc, enc
             lm_weight=s.lm_weight,
             length_bonus=s.length_bonus,
             pre_beam=min(s.ctc_pre_beam, module.config.vocab_size),
+            forced_bos=options.forced_bos_token_id,
         )
         fused = {"rescore": rescore}
     common = dict(

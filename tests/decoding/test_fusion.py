@@ -53,6 +53,22 @@ def test_ctc_weight_one_scores_are_the_ctc_forward_score(ctc_model):
         assert float(scores[row]) == pytest.approx(-float(loss[0]), abs=1e-3)
 
 
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_a_forced_tag_is_not_a_ctc_label(ctc_model, num_beams):
+    """A multilingual model's forced first token (its language tag) is no CTC label: with
+    ctc_weight 1 and every token a candidate the search is CTC's alone, so after the tag it
+    must produce what it produces without one, and its score must not count the tag."""
+    x, mask = _features()
+    kw = dict(num_beams=num_beams, max_length=8, ctc_weight=1.0, ctc_pre_beam=VOCAB,
+              length_penalty=0.0, return_scores=True, buckets=None)  # fmt: skip
+    plain, plain_scores = ctc_model.generate(x, mask, **kw)
+    tag = VOCAB - 1
+    tagged, tagged_scores = ctc_model.generate(x, mask, forced_bos_token_id=tag, **kw)
+    assert (tagged[:, 1] == tag).all(), tagged
+    np.testing.assert_array_equal(tagged[:, 2:], plain[:, 1:-1])
+    np.testing.assert_allclose(tagged_scores, plain_scores, atol=1e-4)
+
+
 def test_lm_fusion_greedy_takes_the_fused_argmax(ctc_model):
     cfg = ctc_model.config
     lm_config = LMConfig(vocab_size=VOCAB, d_model=16, ffn_dim=32, layers=1, attention_heads=2)
