@@ -174,7 +174,17 @@ def base_config() -> ml_collections.ConfigDict:
     # Greedy decoding of (part of) the dev split at each validation. metric: "wer" (ASR) or
     # "bleu" (ST: sacrebleu 13a on detokenised text, as fairseq's --eval-bleu).
     c.wer = ml_collections.ConfigDict(
-        dict(enabled=True, max_length=200, max_batches=20, metric="wer")
+        dict(
+            enabled=True,
+            max_length=200,
+            max_batches=20,
+            metric="wer",
+            # Scorers of the validation search, as eval.py's --ctc_weight / --lm / --lm_weight
+            # (decoding/fusion.py): joint CTC/attention decoding needs ctc_weight > 0 above.
+            ctc_weight=0.0,
+            lm="",
+            lm_weight=0.0,
+        )
     )
     c.log_interval = 100
     c.peak_flops = 0.0  # per-device peak for MFU; 0: from the table (measured on CPU)

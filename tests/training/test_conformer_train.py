@@ -46,6 +46,7 @@ def run_config(corpus, **overrides):
             "log_interval": 5,
             "async_checkpointing": False,
             "ctc_weight": 0.3,
+            "wer.ctc_weight": 0.3,  # validation decodes jointly with the head being trained
             **CONFORMER,
             **overrides,
         }
@@ -164,3 +165,40 @@ def test_export_and_pretrained_encoder_carry_the_statistics(run, tmp_path, monke
         assert _leaves_equal(params["model"]["encoder"], trained.params["encoder"])
     with pytest.raises(ValueError, match="holds a Conformer encoder, this model has a Transformer"):
         load_pretrained_encoder(workdir, jax.device_get(fresh["params"]), None)
+
+
+def test_validation_decodes_as_generate_does(run, tmp_path):
+    """config.wer.ctc_weight: the trainer's validation search is generate(ctc_weight=...) of
+    the same weights (CTC head and batch-norm statistics included)."""
+    from s2t_jax.decoding.fusion import FusionParams
+    from s2t_jax.decoding.search import make_generate_fn
+    from s2t_jax.training.evals import fusion_settings
+
+    config, workdir, _ = run
+    trained = load_train_checkpoint(workdir)
+    settings, lm_params = fusion_settings(config, trained.config)
+    assert settings.ctc_weight == 0.3 and lm_params is None
+    fn = make_generate_fn(trained.config, settings)
+    weights = {"params": trained.params, "batch_stats": trained.batch_stats}
+    batch = random_batch(frames=32, feats=16, vocab=trained.config.vocab_size)
+    ids, _ = fn(
+        FusionParams(weights, trained.ctc_head, None), batch["features"], batch["attention_mask"]
+    )
+    model = Speech2TextForConditionalGeneration(trained.config, trained.params)
+    model.batch_stats, model.ctc_head = trained.batch_stats, trained.ctc_head
+    want = model.generate(
+        batch["features"], batch["attention_mask"], num_beams=1,
+        max_length=config.wer.max_length, ctc_weight=0.3, buckets=None,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(ids)[:, : want.shape[1]], np.asarray(want))
+
+
+def test_validation_scorers_are_checked():
+    from s2t_jax.training.evals import fusion_settings
+
+    config, task = make_task(**{"wer.ctc_weight": 0.3})
+    with pytest.raises(ValueError, match="set config.ctc_weight > 0 too"):
+        fusion_settings(config, task.model_config)
+    config, task = make_task(**{"wer.lm_weight": 0.3})
+    with pytest.raises(ValueError, match="config.wer.lm and config.wer.lm_weight go together"):
+        fusion_settings(config, task.model_config)
