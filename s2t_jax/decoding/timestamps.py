@@ -16,25 +16,39 @@ import numpy as np
 WORD_START = "\u2581"  # sentencepiece's word-boundary mark
 
 
-def word_times(token_of_frame, pieces, frame_seconds: float, offset_seconds: float = 0.0):
+def word_times(
+    token_of_frame,
+    pieces,
+    frame_seconds: float,
+    offset_seconds: float = 0.0,
+    shift_seconds: tuple[float, float] = (0.0, 0.0),
+):
     """token_of_frame int [frames] (index into `pieces`, -1 for blank); pieces: the aligned
     label strings -> [{"word", "start", "end"}] in seconds, words joined from their pieces.
 
+    A word starts where its first frame starts and ends where its last frame ends.
+    `shift_seconds` (start, end) moves both by a constant: a CTC head fires at a fixed lag
+    from the sound on average, which a dev set with true times measures
+    (bench/long_form.py --tables times); the lag belongs to the model, so it is an argument,
+    not a constant here. An end is never moved before its word's start.
     A piece that no frame holds (impossible after a successful alignment) borrows its
     neighbour's time, so every word has a start <= end.
     """
+    if len(shift_seconds) != 2:
+        raise ValueError(f"shift_seconds={shift_seconds!r}: expected (start, end) seconds")
     token_of_frame = np.asarray(token_of_frame)
     first, last = {}, {}
     for t, k in enumerate(token_of_frame.tolist()):
         if k >= 0:
             first.setdefault(k, t)
             last[k] = t
+    # A lone "▁" is a piece of its own when the word's first letters are not merged with the
+    # mark ("red" -> "▁", "re", "d"): it starts the word, and the pieces after it join it.
+    # (Skipping it used to glue those pieces to the word before: "the" + "red" -> "thered".)
     words, current = [], None
     for k, piece in enumerate(pieces):
         starts_word = piece.startswith(WORD_START) or current is None
         text = piece[1:] if piece.startswith(WORD_START) else piece
-        if starts_word and text == "" and current is not None:
-            continue
         if starts_word:
             current = {"word": text, "pieces": [k]}
             words.append(current)
@@ -50,13 +64,9 @@ def word_times(token_of_frame, pieces, frame_seconds: float, offset_seconds: flo
         previous_end = end
         if not w["word"]:
             continue
-        out.append(
-            {
-                "word": w["word"],
-                "start": round(offset_seconds + start * frame_seconds, 3),
-                "end": round(offset_seconds + end * frame_seconds, 3),
-            }
-        )
+        begin = max(offset_seconds, offset_seconds + start * frame_seconds + shift_seconds[0])
+        finish = max(begin, offset_seconds + end * frame_seconds + shift_seconds[1])
+        out.append({"word": w["word"], "start": round(begin, 3), "end": round(finish, 3)})
     return out
 
 
@@ -92,13 +102,16 @@ def to_json(segments, **info) -> str:
     return json.dumps({**info, "segments": list(segments)}, ensure_ascii=False, indent=2)
 
 
-def align_words(model, tokenizer, features, mask, ids, offsets, blank: int | None = None):
+def align_words(
+    model, tokenizer, features, mask, ids, offsets, blank: int | None = None, shift=(0.0, 0.0)
+):
     """Word times of each decoded row by CTC forced alignment on the model's CTC head.
 
     features [batch, frames, F] and mask [batch, frames] as given to generate; ids [batch, len]
     the generated ids (decoder start first); offsets: each row's start in seconds within its
     file. -> per row a list of {"word", "start", "end"}, or None where the text cannot be
-    aligned (more tokens than the frames allow). One encoder pass for the batch.
+    aligned (more tokens than the frames allow). One encoder pass for the batch. `shift`:
+    word_times' shift_seconds.
     """
     import jax
     import jax.numpy as jnp
@@ -135,5 +148,6 @@ def align_words(model, tokenizer, features, mask, ids, offsets, blank: int | Non
             out.append([] if not tokens else None)
             continue
         pieces = tokenizer.convert_ids_to_tokens(tokens)
-        out.append(word_times(np.asarray(token_of_frame[r]), pieces, frame_seconds, offsets[r]))
+        times = word_times(np.asarray(token_of_frame[r]), pieces, frame_seconds, offsets[r], shift)
+        out.append(times)
     return out

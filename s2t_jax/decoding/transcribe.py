@@ -6,7 +6,9 @@ run goes on.
 
 Long audio is cut into segments the encoder can take. By default (`segmenter="pause"`) the cuts
 fall in pauses (frontend/segment.py): segments of up to `max_seconds` (at most the encoder's
-reach), so no word is cut in two where the speaker paused. `segmenter="fixed"` cuts
+reach), so no word is cut in two where the speaker paused. `segmenter="webrtc"` or "silero"
+takes the speech decisions from those VAD libraries instead of our energy detector, with the
+same cutting rules (frontend/vad.py; each needs its pip package). `segmenter="fixed"` cuts
 back-to-back windows of the encoder's reach (or `window_seconds`), as before: no frame is
 decoded twice, but a word may be cut at a boundary. A file with no detected speech is decoded
 whole, so nothing vanishes silently. All segments of all files go through the model as batches
@@ -24,9 +26,10 @@ import dataclasses
 
 import numpy as np
 
+from s2t_jax.decoding.buckets import DEFAULT_BUCKETS, pad_to_bucket
 from s2t_jax.frontend.fbank import FRAME_SECONDS, HOP_SECONDS  # 25 ms frames every 10 ms
 
-SEGMENTERS = ("pause", "fixed")
+SEGMENTERS = ("pause", "webrtc", "silero", "fixed")
 
 
 @dataclasses.dataclass
@@ -66,13 +69,50 @@ def split_windows(waveform: np.ndarray, length: int, step: int, min_samples: int
     return pieces
 
 
-def split_at_pauses(waveform: np.ndarray, rate: int, length: int, max_seconds=None) -> list:
-    """(start, piece) of pause-cut segments no longer than `length` samples (or max_seconds)."""
+def split_at_pauses(
+    waveform: np.ndarray,
+    rate: int,
+    length: int,
+    max_seconds=None,
+    segmenter: str = "pause",
+    options: dict | None = None,
+) -> list:
+    """(start, piece) of pause-cut segments no longer than `length` samples (or max_seconds).
+
+    `segmenter` picks the speech detector ("pause": our energy one; "webrtc", "silero": the
+    VAD libraries); `options` are SegmenterConfig fields, plus `aggressiveness` (webrtc) or
+    `threshold` (silero).
+    """
     from s2t_jax.frontend.segment import SegmenterConfig, segment
 
+    options = dict(options or {})
+    detector = {}
+    for key in ("aggressiveness", "threshold"):
+        if key in options:
+            detector[key] = options.pop(key)
+    fields = {f.name for f in dataclasses.fields(SegmenterConfig)}
+    unknown = sorted(set(options) - fields - {"min_seconds", "max_seconds"})
+    if unknown:
+        raise ValueError(f"segmenter_options: unknown {unknown}; expected {sorted(fields)}")
+    if "max_seconds" in options:
+        raise ValueError("segmenter_options: give max_seconds as window_seconds")
     longest = length / rate if max_seconds is None else min(max_seconds, length / rate)
-    config = SegmenterConfig(min_seconds=min(1.0, longest), max_seconds=longest)
-    spans = segment(waveform, rate, config)
+    options.setdefault("min_seconds", min(1.0, longest))
+    config = SegmenterConfig(max_seconds=longest, **options)
+    if segmenter == "pause":
+        if detector:
+            raise ValueError(f"segmenter_options: {sorted(detector)} are for webrtc / silero")
+        spans = segment(waveform, rate, config)
+    elif segmenter == "webrtc":
+        from s2t_jax.frontend.vad import segment_webrtc
+
+        spans = segment_webrtc(waveform, rate, config, **detector)
+    elif segmenter == "silero":
+        from s2t_jax.frontend.vad import segment_silero
+
+        spans = segment_silero(waveform, rate, config, **detector)
+    else:
+        raise ValueError(f"segmenter={segmenter!r}: expected pause, webrtc or silero")
     if not spans:  # no speech found: decode it all rather than drop it
         return [(0, waveform[:length])]
     return [(a, waveform[a:b]) for a, b in spans]
@@ -86,7 +126,9 @@ def transcribe_segments(
     batch_size: int = 8,
     segmenter: str = "pause",
     window_seconds: float | None = None,
+    segmenter_options: dict | None = None,
     timestamps: bool = True,
+    word_time_shift: tuple[float, float] = (0.0, 0.0),
     on_error=None,
     decoder: str = "attention",
     ctc_beam: int = 10,
@@ -94,13 +136,17 @@ def transcribe_segments(
 ) -> dict[int, list[dict]]:
     """{index in paths: [{"start", "end", "text"(, "words")}]} for every path that could be
     read; `on_error(path, err)` is called for the others. `window_seconds` caps the segment
-    length (both segmenters); words come with times when `timestamps` and the model has a CTC
+    length (all segmenters); `segmenter_options` tunes the pause segmenters (split_at_pauses);
+    `word_time_shift` (start, end seconds) corrects the CTC head's lag (timestamps.word_times);
+    words come with times when `timestamps` and the model has a CTC
     head. `decoder`: "attention" (generate, with its ctc_weight / lm / lm_weight options),
     "ctc_greedy" or "rescoring" (decoding/ctc_decode.py)."""
     from s2t_jax.frontend.audio import load_audio
 
     if segmenter not in SEGMENTERS:
         raise ValueError(f"segmenter={segmenter!r}: expected one of {SEGMENTERS}")
+    if segmenter == "fixed" and segmenter_options:
+        raise ValueError("segmenter_options: the fixed segmenter takes none")
     extractor = processor.feature_extractor
     rate = extractor.sampling_rate
     length, step = window_samples(model.config, rate, window_seconds)
@@ -117,8 +163,10 @@ def transcribe_segments(
             if on_error is not None:
                 on_error(path, ValueError("shorter than one 25 ms frame"))
             continue
-        if segmenter == "pause":
-            pieces = split_at_pauses(wave, rate, length, window_seconds)
+        if segmenter != "fixed":
+            pieces = split_at_pauses(
+                wave, rate, length, window_seconds, segmenter, segmenter_options
+            )
         else:
             pieces = split_windows(wave, length, step, min_samples)
         pieces = [(s, p) for s, p in pieces if len(p) >= min_samples] or pieces[:1]
@@ -141,7 +189,15 @@ def transcribe_segments(
             from s2t_jax.decoding.timestamps import align_words
 
             offsets = [w.start / rate for w in batch]
-            words = align_words(model, processor.tokenizer, features, mask, ids, offsets)
+            # The alignment's encoder pass gets the frames padded to generate's buckets, so it
+            # compiles for a few shapes, not anew for every batch's length (on the demo's 200
+            # segments, 13 batches). generate gets them unpadded: it pads them itself and
+            # keeps the padding out of the convs, which padding here would defeat (the demo's
+            # WER moved by 0.1 when it did).
+            padded, padded_mask = pad_to_bucket(features, mask, DEFAULT_BUCKETS)
+            words = align_words(
+                model, processor.tokenizer, padded, padded_mask, ids, offsets, shift=word_time_shift
+            )
         for k, (window, text) in enumerate(zip(batch, decoded)):
             segment = {
                 "start": round(window.start / rate, 3),

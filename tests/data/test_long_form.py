@@ -71,3 +71,27 @@ def test_word_times_follow_the_text_and_lie_on_speech(corpus):
             [audio[int(a["end"] * rate) : int(b["start"] * rate)] for a, b in zip(spans, spans[1:])]
         )
         assert np.sqrt(np.mean(inside**2)) > 5 * np.sqrt(np.mean(pauses**2))
+
+
+def test_the_dev_set_is_made_from_the_dev_utterances_and_leaves_the_test_set_alone(corpus):
+    from s2t_jax.data.prep.long_form import corpus_plan, main
+
+    before = {p: (corpus / p).read_bytes() for p in ("longform.tsv", "longform_words.json")}
+    main(["--corpus", str(corpus), "--split", "dev"])
+    dev = {u.id: u.tgt_text for u in read_manifest(corpus / "dev.tsv")}
+    rows = read_manifest(corpus / "longform_dev.tsv")
+    truth = json.loads((corpus / "longform_dev_words.json").read_text())
+    assert rows and all(r.id.startswith("longform_dev-") for r in rows)
+    spans = [s for r in rows for s in truth[r.id]["utterances"]]
+    assert [s["id"] for s in spans] == list(dev)[: len(spans)]
+    assert all(dev[s["id"]] == s["text"] for s in spans)
+    assert before == {p: (corpus / p).read_bytes() for p in before}
+    # A manifest that no longer matches the recorded parameters is refused, not rebuilt.
+    manifest = (corpus / "dev.tsv").read_text()
+    header, *lines = manifest.splitlines(keepends=True)
+    try:
+        (corpus / "dev.tsv").write_text(header + "".join(reversed(lines)))
+        with pytest.raises(ValueError, match="does not match dev.tsv"):
+            corpus_plan(corpus, "dev")
+    finally:
+        (corpus / "dev.tsv").write_text(manifest)

@@ -232,3 +232,21 @@ def test_word_time_errors_use_the_wer_alignment():
     assert errors["matched"] == 3
     assert errors["start"] == pytest.approx([0.1, 0.0, 0.2])
     assert errors["end"] == pytest.approx([0.0, 0.4, 0.0])
+
+
+def test_segmenter_options_are_checked_by_name():
+    """Options reach the segmenter's config; a misspelt one, or one for another detector, is
+    refused by name before any audio is read."""
+    from s2t_jax.decoding.transcribe import transcribe_segments
+
+    wave = np.zeros(16000, np.float32)
+    with pytest.raises(ValueError, match="margin_secs"):
+        split_at_pauses(wave, 16000, 16000 * 20, options={"margin_secs": 0.1})
+    with pytest.raises(ValueError, match="aggressiveness"):
+        split_at_pauses(wave, 16000, 16000 * 20, options={"aggressiveness": 3})
+    with pytest.raises(ValueError, match="margin_seconds"):
+        split_at_pauses(wave, 16000, 16000 * 20, options={"margin_seconds": -1})
+    with pytest.raises(ValueError, match="segmenter_options"):
+        transcribe_segments(None, None, [], segmenter="fixed", segmenter_options={"a": 1})
+    with pytest.raises(ValueError, match="segmenter='vad'"):
+        transcribe_segments(None, None, [], segmenter="vad")

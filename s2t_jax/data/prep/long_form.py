@@ -11,6 +11,11 @@ one starts, the last where the voice stops).
     longform/<id>.wav    16 kHz PCM
     longform_words.json  {id: {"utterances": [{id, start, end, text}],
                                "words": [{word, start, end}]}}
+
+The same set made from the dev split (`longform_dev.tsv`, `longform_dev/`,
+`longform_dev_words.json`; `python -m s2t_jax.data.prep.long_form --corpus DIR --split dev`)
+is where segmenter settings and timestamp corrections are chosen, so that the test set's
+answers never tune them.
 """
 
 from __future__ import annotations
@@ -80,12 +85,18 @@ def word_times(u) -> list[dict]:
     return out
 
 
-def build_long_form(out_dir: str | Path, test_plan, seed: int, log=print) -> dict:
-    """Writes the long-form set from the rendered test utterances of `test_plan` (the demo
-    corpus's Utterance records, in order); returns {id: seconds}."""
+def build_long_form(
+    out_dir: str | Path, test_plan, seed: int, log=print, name: str = "longform"
+) -> dict:
+    """Writes the long-form set `name` from the rendered utterances of `test_plan` (the demo
+    corpus's Utterance records, in order); returns {id: seconds}. The test set keeps the name
+    "longform" and its seed stream; any other name draws its own pauses."""
+    if not name.isidentifier():
+        raise ValueError(f"name={name!r}: must be a plain identifier (it names files)")
     out = Path(out_dir)
-    (out / "longform").mkdir(exist_ok=True)
-    rng = np.random.default_rng([seed, 17])
+    (out / name).mkdir(exist_ok=True)
+    stream = [seed, 17] if name == "longform" else [seed, 17, sum(name.encode())]
+    rng = np.random.default_rng(stream)
     truth, rows, seconds = {}, [], {}
     start = 0
     while start < len(test_plan):
@@ -94,7 +105,7 @@ def build_long_form(out_dir: str | Path, test_plan, seed: int, log=print) -> dic
         start += size
         if len(group) < GROUP[0] // 2 and rows:  # a short tail joins no recording
             break
-        rec_id = f"longform-{len(rows):03d}"
+        rec_id = f"{name}-{len(rows):03d}"
         pieces, utterances, words, at = [], [], [], 0  # `at`: samples so far
         for i, u in enumerate(group):
             wave, rate = soundfile.read(out / u.audio, dtype="int16")
@@ -126,13 +137,56 @@ def build_long_form(out_dir: str | Path, test_plan, seed: int, log=print) -> dic
             pieces.append(wave)
             at += len(wave)
         audio = np.concatenate(pieces)
-        path = f"longform/{rec_id}.wav"
+        path = f"{name}/{rec_id}.wav"
         soundfile.write(out / path, audio, SAMPLE_RATE, subtype="PCM_16")
         text = " ".join(u.text for u in group)
         rows.append(f"{rec_id}\t{path}\t{num_frames(len(audio), SAMPLE_RATE)}\t{text}\tmixed\n")
         truth[rec_id] = {"utterances": utterances, "words": words}
         seconds[rec_id] = round(len(audio) / SAMPLE_RATE, 2)
-    (out / "longform.tsv").write_text("id\taudio\tn_frames\ttgt_text\tspeaker\n" + "".join(rows))
-    (out / "longform_words.json").write_text(json.dumps(truth, indent=1) + "\n")
+    (out / f"{name}.tsv").write_text("id\taudio\tn_frames\ttgt_text\tspeaker\n" + "".join(rows))
+    (out / f"{name}_words.json").write_text(json.dumps(truth, indent=1) + "\n")
     log(f"{out}: {len(rows)} long-form recordings, {sum(seconds.values()) / 60:.1f} min")
     return seconds
+
+
+def corpus_plan(corpus_dir: str | Path, split: str) -> list:
+    """The Utterance records of one split of an existing demo corpus, drawn again from the
+    parameters its corpus.json records (the plan is a pure function of them), and checked
+    against the split's manifest so that a changed generator fails loudly, not silently."""
+    from s2t_jax.data.manifest import read_manifest
+    from s2t_jax.data.prep import demo_corpus
+    from s2t_jax.data.prep.sentences import make_sentences
+
+    corpus = Path(corpus_dir)
+    if split not in demo_corpus.SPLITS:
+        raise ValueError(f"split={split!r}: expected one of {demo_corpus.SPLITS}")
+    params = json.loads((corpus / "corpus.json").read_text())["params"]
+    text_seed, synth_seed = np.random.SeedSequence(params["seed"]).spawn(2)
+    counts = {s: params[f"num_{s}"] for s in demo_corpus.SPLITS}
+    pool = make_sentences(sum(counts.values()), text_seed)
+    sentences, first = {}, 0
+    for s in demo_corpus.SPLITS:
+        sentences[s] = pool[first : first + counts[s]]
+        first += counts[s]
+    plan = demo_corpus._plan(sentences, np.random.default_rng(synth_seed), params["audio_format"])
+    plan = [u for u in plan if u.uid.startswith(f"{split}-")]
+    listed = {r.id: r.tgt_text for r in read_manifest(corpus / f"{split}.tsv")}
+    if [(u.uid, u.text) for u in plan] != list(listed.items()):
+        raise ValueError(f"{corpus}: the {split} plan drawn again does not match {split}.tsv")
+    return plan
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", required=True, help="a demo corpus directory")
+    parser.add_argument("--split", default="dev", choices=("dev", "test"))
+    args = parser.parse_args(argv)
+    seed = json.loads((Path(args.corpus) / "corpus.json").read_text())["params"]["seed"]
+    name = "longform" if args.split == "test" else f"longform_{args.split}"
+    build_long_form(args.corpus, corpus_plan(args.corpus, args.split), seed, name=name)
+
+
+if __name__ == "__main__":
+    main()
