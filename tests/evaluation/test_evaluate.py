@@ -51,20 +51,9 @@ RUN = dict(max_length=MAX_LENGTH, batch_size=8, buckets=BUCKETS, progress=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
+def compilation_cache(module_compilation_cache):
     """Runs of one test compile the same programs as others: compile each once per module."""
-    keys = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    saved = {k: getattr(jax.config, k) for k in keys}
-    cache = tmp_path_factory.mktemp("jax_cache")
-    for key, value in zip(keys, (str(cache), 0.0, -1)):
-        jax.config.update(key, value)
-    yield cache
-    for key, value in saved.items():
-        jax.config.update(key, value)
+    return module_compilation_cache
 
 
 def _write_spm(root, texts, vocab_size=40):

@@ -38,19 +38,9 @@ RUN = dict(max_length=MAX_LENGTH, batch_size=4, buckets=BUCKETS, progress=False,
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
+def compilation_cache(module_compilation_cache):
     """The per-language runs compile what the mixed run compiled: read it from disk."""
-    keys = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    saved = {k: getattr(jax.config, k) for k in keys}
-    for key, value in zip(keys, (str(tmp_path_factory.mktemp("jax_cache")), 0.0, -1)):
-        jax.config.update(key, value)
-    yield
-    for key, value in saved.items():
-        jax.config.update(key, value)
+    return module_compilation_cache
 
 
 @pytest.fixture(scope="module")
