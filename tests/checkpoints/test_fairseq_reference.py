@@ -173,7 +173,9 @@ def test_covost_conformer_parameter_counts():
     assert round(counts["rel_pos"] / 1e6, 1) == 42.9
 
 
-@pytest.mark.parametrize("name", ["conformer_rel_pos", "conformer_rope"])
+# rel_pos only: the user API's path is the same for every position scheme, and each scheme's
+# logits are checked against fairseq in test_matches_fairseq_outputs.
+@pytest.mark.parametrize("name", ["conformer_rel_pos"])
 def test_conformer_through_the_user_api(name, tmp_path):
     """A fairseq Conformer .pt through from_pretrained: fairseq's logits from model(...),
     generate() runs, our format keeps the batch-norm statistics, transformers' is refused."""

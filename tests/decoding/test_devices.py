@@ -25,14 +25,18 @@ def _split_meshes():
     return {key[3].size for key in search.COMPILED_SEARCHES if key[3] is not None}
 
 
+# Greedy unbucketed and beam bucketed: each search and each bucket mode once (the split of
+# rows over devices does not depend on the pairing; the suite's time does).
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs,buckets",
     [
-        dict(num_beams=1),
-        dict(num_beams=4, num_return_sequences=2, early_stopping=True, length_penalty=0.7),
+        (dict(num_beams=1), None),
+        (
+            dict(num_beams=4, num_return_sequences=2, early_stopping=True, length_penalty=0.7),
+            BUCKETS,
+        ),
     ],
 )
-@pytest.mark.parametrize("buckets", [None, BUCKETS])
 def test_split_over_devices_gives_the_same_ids(varied, kwargs, buckets):
     """7 rows over 1, 2 (padded to 8 rows) and 7 devices: identical ids, scores to 1e-5; and
     transformers' ids on the unbucketed batch."""
@@ -137,7 +141,7 @@ def test_use_cpu_cores_sets_the_device_count_before_jax_starts():
     assert out.stdout.split() == ["2", "2"]
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("num_beams", [3])  # greedy's split: test_split_over_devices
 def test_make_generate_fn_split_over_a_mesh(varied, num_beams):
     """eval.py's path: the jitted fn over a ("data",) mesh, rows split, one forced BOS per row
     and one for all, gives the unsplit fn's ids."""
