@@ -4,15 +4,12 @@ The cached step is the one greedy and beam search run; its cache is laid out for
 batch * beams, cross-attention K/V once per item, heads before time; see kv_cache.py).
 """
 
-import math
-
 import jax.numpy as jnp
 from flax import linen as nn
 
 from s2t_jax.models.attention import MultiHeadAttention, masked_softmax
 from s2t_jax.models.kv_cache import new_cache
-from s2t_jax.models.layers import FeedForward, dtypes, layer_norm
-from s2t_jax.models.positions import sinusoidal_positions
+from s2t_jax.models.layers import FeedForward, TokenEmbedding, dtypes, layer_norm
 
 
 class DecoderLayer(nn.Module):
@@ -78,29 +75,15 @@ class Decoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        dtype, param_dtype = dtypes(cfg)
-        self.embed_tokens = nn.Embed(
-            cfg.vocab_size,
-            cfg.d_model,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            embedding_init=nn.initializers.normal(cfg.d_model**-0.5),
-            name="embed_tokens",
-        )
+        self.embed_tokens = TokenEmbedding(cfg, name="embed_tokens")
         self.layers = [DecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.decoder_layers)]
         self.layer_norm = layer_norm(cfg, "layer_norm")
         self.dropout = nn.Dropout(cfg.dropout)
-        self.embed_scale = math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
 
     def embed(self, ids, offset=0, max_position=None):
         """ids [batch, len] -> scaled token embeddings plus positions [batch, len, d_model];
         `offset` tokens came before (a cached step), `max_position` bounds the table."""
-        cfg = self.config
-        x = self.embed_tokens(ids) * self.embed_scale  # [batch, len, d_model]
-        pos = sinusoidal_positions(
-            ids != cfg.pad_token_id, cfg.d_model, cfg.pad_token_id, offset, max_position
-        )
-        return x + pos.astype(x.dtype)
+        return self.embed_tokens(ids, offset, max_position)
 
     def __call__(self, input_ids, enc, enc_mask, attention_mask=None, deterministic=True):
         """Teacher-forced: input_ids [batch, tgt] -> hidden [batch, tgt, d_model].

@@ -1,8 +1,12 @@
 """Small building blocks shared by the encoder and decoder: activations, dtypes, initialisers."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from s2t_jax.models.positions import sinusoidal_positions
 
 ACTIVATIONS = {
     "relu": jax.nn.relu,
@@ -42,6 +46,43 @@ def dense(config, features, name, use_bias=True):
         kernel_init=dense_init,
         name=name,
     )
+
+
+class TokenEmbedding(nn.Module):
+    """Token embeddings scaled by sqrt(d_model) (unless `scale_embedding` is off) plus
+    sinusoidal positions counted over non-pad tokens: the input of the speech decoder and of
+    the language model, whose configs name the fields alike. `attend` is the tied output
+    projection. The table is this module's `embedding` param, as nn.Embed names it, so
+    checkpoints keep `embed_tokens/embedding`."""
+
+    config: object
+
+    def setup(self):
+        cfg = self.config
+        self.dtype, param_dtype = dtypes(cfg)
+        self.embedding = self.param(
+            "embedding",
+            nn.initializers.normal(cfg.d_model**-0.5),
+            (cfg.vocab_size, cfg.d_model),
+            param_dtype,
+        )
+        self.scale = math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
+
+    def __call__(self, ids, offset=0, max_position=None):
+        """ids [batch, len] -> [batch, len, d_model]; `offset` tokens came before (a cached
+        step), `max_position` bounds the position table."""
+        cfg = self.config
+        table = jnp.asarray(self.embedding, self.dtype)
+        x = jnp.take(table, ids, axis=0) * self.scale  # [batch, len, d_model]
+        pos = sinusoidal_positions(
+            ids != cfg.pad_token_id, cfg.d_model, cfg.pad_token_id, offset, max_position
+        )
+        return x + pos.astype(x.dtype)
+
+    def attend(self, x):
+        """x [..., d_model] -> [..., vocab]: the tied output projection."""
+        x, table = x.astype(self.dtype), jnp.asarray(self.embedding, self.dtype)
+        return jnp.dot(x, table.T)
 
 
 class FeedForward(nn.Module):

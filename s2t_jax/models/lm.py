@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from s2t_jax.models.attention import MultiHeadAttention
-from s2t_jax.models.layers import ACTIVATIONS, DTYPES, FeedForward, dtypes, layer_norm
-from s2t_jax.models.positions import sinusoidal_positions
+from s2t_jax.models.layers import (
+    ACTIVATIONS,
+    DTYPES,
+    FeedForward,
+    TokenEmbedding,
+    dtypes,
+    layer_norm,
+)
 
 LM_CONFIG_FILE = "lm_config.json"
 _LIMITS = {"vocab_size": 1 << 24, "layers": 1000, "d_model": 1 << 16, "ffn_dim": 1 << 20}
@@ -149,14 +154,7 @@ class TransformerLM(nn.Module):
     def setup(self):
         cfg = self.config
         dtype, param_dtype = dtypes(cfg)
-        self.embed_tokens = nn.Embed(
-            cfg.vocab_size,
-            cfg.d_model,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            embedding_init=nn.initializers.normal(cfg.d_model**-0.5),
-            name="embed_tokens",
-        )
+        self.embed_tokens = TokenEmbedding(cfg, name="embed_tokens")
         self.layers = [LMLayer(cfg, name=f"layers_{i}") for i in range(cfg.layers)]
         if cfg.final_layer_norm:
             self.layer_norm = layer_norm(cfg, "layer_norm")
@@ -170,15 +168,9 @@ class TransformerLM(nn.Module):
                 name="output_projection",
             )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.embed_scale = math.sqrt(cfg.d_model) if cfg.scale_embedding else 1.0
 
     def _embed(self, ids, offset=0, max_position=None):
-        cfg = self.config
-        x = self.embed_tokens(ids) * self.embed_scale  # [batch, len, d_model]
-        pos = sinusoidal_positions(
-            ids != cfg.pad_token_id, cfg.d_model, cfg.pad_token_id, offset, max_position
-        )
-        return x + pos.astype(x.dtype)
+        return self.embed_tokens(ids, offset, max_position)
 
     def _logits(self, x):
         if self.config.final_layer_norm:
