@@ -40,10 +40,6 @@ from s2t_jax.data.manifest import read_manifest
 from s2t_jax.evaluation import metrics
 from s2t_jax.evaluation.resegment import resegment
 
-# A leading language tag in decoded text: a tokenizer that holds <lang:xx> as a plain piece
-# (an exported multilingual model) decodes the forced tag as text.
-_LEADING_TAG = re.compile(r"^\s*<lang:[^>\s]+>\s*")
-
 
 def word_time_errors(reference_words, hypothesis_words) -> dict:
     """Matched words' |start| and |end| errors (seconds): median and p90, and the count."""
@@ -107,17 +103,14 @@ def read_reference_segments(path: str, ids) -> dict[str, list[dict]]:
 
 def language_tag_ids(tokenizer) -> dict[str, int]:
     """{xx: id of <lang:xx>} of a tokenizer: its lang_code_to_id, or the <lang:xx> entries of
-    its vocabulary (an exported multilingual model keeps them as plain pieces)."""
+    its vocabulary (an export with other languages than MuST-C's eight holds them as extra
+    special tokens, which decoding with skip_special_tokens drops)."""
     codes = dict(getattr(tokenizer, "lang_code_to_id", None) or {})
     for token, i in tokenizer.get_vocab().items():
         m = re.fullmatch(r"<lang:([^>]+)>", token)
         if m:
             codes.setdefault(m.group(1), int(i))
     return codes
-
-
-def _strip_tag(text: str) -> str:
-    return " ".join(_LEADING_TAG.sub("", text).split())
 
 
 def translate_pieces(model, processor, pieces, forced, batch_size: int, **generate_kwargs):
@@ -144,7 +137,7 @@ def translate_pieces(model, processor, pieces, forced, batch_size: int, **genera
             ids = np.asarray(model.generate(features, mask, **kwargs))  # [batch, length]
             texts = processor.batch_decode(ids, skip_special_tokens=True)
             for i, text in zip(batch, texts):
-                out[i] = _strip_tag(text)
+                out[i] = " ".join(text.split())
     return out
 
 
@@ -214,8 +207,6 @@ def evaluate_long_form(
             **kwargs,
         )
         for k, parts in decoded.items():
-            for part in parts:
-                part["text"] = _strip_tag(part["text"])
             segments[group[k]] = parts
     truth_path = stem + "_words.json"
     truth = {}

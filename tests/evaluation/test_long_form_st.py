@@ -24,9 +24,9 @@ REFERENCE = {
     ],
     "talk_fr": [{"offset": 0.25, "duration": 1.5, "tgt_text": "bonjour tout le monde"}],
 }
-SEGMENTED = {  # what the "segmenter + model" say, the tag decoded as text as an export does
-    "talk_de": ["<lang:de> Guten morgen", "alle, wie geht es"],
-    "talk_fr": ["<lang:fr> bonjour le monde"],
+SEGMENTED = {  # what the "segmenter + model" say (the forced tag is a special token: not text)
+    "talk_de": ["Guten morgen", "alle, wie geht es"],
+    "talk_fr": ["bonjour le monde"],
 }
 GOLD = {"talk_de": ["guten morgen", "wie geht"], "talk_fr": ["bonjour tout le monde"]}
 TAGS = {"<lang:de>": 7, "<lang:fr>": 8}
@@ -78,7 +78,7 @@ def test_st_long_form_resegments_and_scores_gold_segments(talks, monkeypatch):
     # The gold segments' audio: offset and duration times the rate, each with its talk's tag.
     assert pieces_seen == [(16000, 7), (12000, 7), (24000, 8)]
 
-    # Hand-made re-segmentation: "Guten morgen alle," | "wie geht es" (the tag stripped);
+    # Hand-made re-segmentation: "Guten morgen alle," | "wie geht es";
     # "bonjour le monde" (one segment).
     records = [json.loads(x) for x in (talks / "out" / "hypotheses.jsonl").read_text().splitlines()]
     assert records[0]["hypothesis"] == "Guten morgen alle, wie geht es"
